@@ -1,0 +1,227 @@
+"""Generation pieces for transformers' `generate`: a logits processor for signal runs, stopping, streaming events.
+
+The released code asserted on partial signal runs (#46, #66) and let stray signal tokens into the text (#68).
+Here a run, once started, is always completed, signal tokens never appear outside a run, and a modality can be
+forced or forbidden (the app's output selector).
+"""
+
+from __future__ import annotations
+
+import queue
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import LogitsProcessor, StoppingCriteria
+from transformers.generation.streamers import BaseStreamer
+
+STOP = "###"
+
+
+# --- events streamed by NextGPT.chat ----------------------------------------------------------------------------
+
+
+@dataclass
+class TextDelta:
+    text: str
+
+
+@dataclass
+class SignalDetected:
+    modality: str
+    tokens: list[str]
+
+
+@dataclass
+class MediaProgress:
+    modality: str
+    step: int
+    total: int
+
+
+@dataclass
+class MediaReady:
+    modality: str
+    path: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MediaFailed:
+    modality: str
+    message: str
+
+
+@dataclass
+class ChatResult:
+    """The whole answer: what the last event of `chat` carries."""
+
+    text: str
+    media: list[MediaReady] = field(default_factory=list)
+    signal_tokens: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+# --- signal runs -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SignalRun:
+    modality: str
+    start: int  # index of the first signal token among the generated tokens
+    ids: tuple[int, ...]
+
+
+def find_runs(generated: list[int], runs: dict[str, list[int]]) -> list[SignalRun]:
+    """Complete signal runs in generated ids, in order."""
+    found = []
+    for m, ids in runs.items():
+        n = len(ids)
+        for i, tok in enumerate(generated):
+            if tok == ids[0] and generated[i : i + n] == ids:
+                found.append(SignalRun(m, i, tuple(ids)))
+    return sorted(found, key=lambda r: r.start)
+
+
+class SignalRunLogitsProcessor(LogitsProcessor):
+    """Signal tokens only as whole runs, at most `max_runs` per modality; `force` / `allowed` pick modalities.
+
+    Stateless: everything is derived from the ids generated so far, which are the only ids `generate` passes
+    when it is called with `inputs_embeds` alone.
+    - Inside a run, the next token of the run is the only choice (the original pre-Oct-2023 loop did this).
+    - Outside a run, only the first token of an allowed modality's run may be chosen; `<Img>`/`</Img>` never.
+    - With `force`, the forced modality's run is started where the model would otherwise stop (its best token
+      is a stop: EOS or one containing "#"), or at the latest when only room for the run is left.
+    """
+
+    def __init__(
+        self,
+        runs: dict[str, list[int]],
+        never: list[int],
+        stop_ids: list[int],
+        *,
+        allowed: set[str] | None = None,
+        force: str | None = None,
+        max_runs: int = 1,
+        max_new_tokens: int = 256,
+    ):
+        self.runs = runs
+        self.allowed = set(runs) if allowed is None else set(allowed)
+        if force is not None:
+            self.allowed = {force}
+        self.force = force
+        self.max_runs = max_runs
+        self.max_new_tokens = max_new_tokens
+        self.never = list(never) + [i for ids in runs.values() for i in ids[1:]]
+        self.starts = {m: ids[0] for m, ids in runs.items()}
+        self.stop_ids = torch.tensor(sorted(set(stop_ids)), dtype=torch.long)
+        self.position = {}  # token id -> (modality, index in run)
+        for m, ids in runs.items():
+            for k, i in enumerate(ids):
+                self.position[i] = (m, k)
+
+    def _state(self, generated: list[int]) -> tuple[int | None, dict[str, int]]:
+        """(the id that must come next, or None; completed runs per modality)."""
+        counts = {m: 0 for m in self.runs}
+        pending = None
+        i = 0
+        while i < len(generated):
+            pos = self.position.get(generated[i])
+            if pos is not None and pos[1] == 0:
+                m = pos[0]
+                ids = self.runs[m]
+                got = generated[i : i + len(ids)]
+                if len(got) < len(ids):
+                    pending = ids[len(got)]
+                else:
+                    counts[m] += 1
+                i += len(got)
+            else:
+                i += 1
+        return pending, counts
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        scores = scores.clone()
+        for b in range(scores.shape[0]):
+            generated = input_ids[b].tolist()
+            pending, counts = self._state(generated)
+            if pending is not None:
+                scores[b] = -float("inf")
+                scores[b, pending] = 0.0
+                continue
+            best = int(scores[b].argmax())
+            row = scores[b]
+            row[self.never] = -float("inf")
+            for m, start in self.starts.items():
+                if m not in self.allowed or counts[m] >= self.max_runs:
+                    row[start] = -float("inf")
+            m = self.force
+            if m is not None and counts[m] == 0:
+                room = self.max_new_tokens - len(generated)
+                if best in self.stop_ids.tolist() or room <= len(self.runs[m]):
+                    row[:] = -float("inf")
+                    row[self.starts[m]] = 0.0
+        return scores
+
+
+def stop_like_ids(tokenizer) -> list[int]:
+    """EOS and every token whose text contains '#', i.e. the ways the model ends its turn."""
+    ids = [tokenizer.eos_token_id]
+    for tok, i in tokenizer.get_vocab().items():
+        if "#" in tokenizer.convert_tokens_to_string([tok]):
+            ids.append(i)
+    return ids
+
+
+# --- streaming -------------------------------------------------------------------------------------------------
+
+
+class TokenQueueStreamer(BaseStreamer):
+    """Hands each new token id from the generate thread to the consumer; `None` marks the end."""
+
+    def __init__(self, timeout: float | None = None):
+        self.queue: queue.Queue = queue.Queue()
+        self.timeout = timeout
+        self._prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self._prompt_seen:  # the first call carries the prompt ids (empty with inputs_embeds)
+            self._prompt_seen = True
+            return
+        for i in value.reshape(-1).tolist():
+            self.queue.put(i)
+
+    def end(self) -> None:
+        self.queue.put(None)
+
+    def __iter__(self):
+        while True:
+            item = self.queue.get(timeout=self.timeout)
+            if item is None:
+                return
+            yield item
+
+
+def visible_text(text: str, final: bool = False) -> str:
+    """Cut the text at the stop string; while streaming, hold back what may still become it or a split char."""
+    cut = text.find(STOP)
+    if cut >= 0:
+        return text[:cut].rstrip()
+    if final:
+        return text.rstrip()
+    text = text.rstrip("\ufffd")  # an incomplete multi-byte character
+    for k in range(min(len(text), len(STOP) + 1), 0, -1):
+        tail = text[-k:]
+        if ("\n" + STOP).startswith(tail) or STOP.startswith(tail):
+            return text[:-k]
+    return text
+
+
+class CancelCriteria(StoppingCriteria):
+    """A stopping criterion that ends generation once `event` is set (the user pressed stop, or left)."""
+
+    def __init__(self, event):
+        self.event = event
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
