@@ -115,18 +115,24 @@ class Encoder(nn.Module):
         self.cache_size = cache_size
         self._cache: OrderedDict[tuple[str, str], torch.Tensor] = OrderedDict()
         self._lock = threading.Lock()
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> "Encoder":
+        # Always eval: the encoder is frozen, and cached embeddings must not depend on train/eval state
+        # (ImageBind's DropPath would otherwise be active).
+        return super().train(False)
 
     # -- construction / saving --
     @classmethod
     def from_config(cls, cfg: EncoderConfig, *, device="cpu", dtype=torch.float32) -> "Encoder":
         image_bind_model, _ = import_imagebind()
-        if cfg.pretrained is None:
-            # Random init (tests, tiny presets): seeded, without disturbing the caller's RNG state.
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(0)
-                model = image_bind_model(**cfg.model_kwargs)
-        else:
+        # Construction draws random init weights: seed it (random init = reproducible tests and tiny presets)
+        # without disturbing the caller's RNG stream.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
             model = image_bind_model(**cfg.model_kwargs)
+        if cfg.pretrained is not None:
             path = Path(cfg.pretrained)
             if path.is_dir():
                 from safetensors.torch import load_model

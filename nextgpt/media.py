@@ -169,20 +169,24 @@ def load_image(path, limits: MediaLimits | None = None) -> torch.Tensor:
 
     limits = limits or MediaLimits()
     name = check_file(path, limits)
-    try:
-        with warnings.catch_warnings():
-            # Our own max_pixels limit governs; PIL's warning threshold is just noise here.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:  # lazy: only the header has been read
-                w, h = im.size
-                _check_pixels(name, w, h, limits, "image")
+    with warnings.catch_warnings():
+        # Our own max_pixels limit governs; PIL's warning threshold is just noise here.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(path)  # lazy: only the header is read
+        except Image.DecompressionBombError:
+            raise MediaError(f"{name}: image is too large (decompression bomb protection)") from None
+        except Image.UnidentifiedImageError:
+            raise MediaError(f"{name}: not a readable image file (unrecognised format)") from None
+        except Exception as e:
+            raise MediaError(f"{name}: not a readable image file ({type(e).__name__})") from e
+        with im:
+            w, h = im.size
+            _check_pixels(name, w, h, limits, "image")
+            try:
                 rgb = im.convert("RGB")  # decodes the pixels
-    except MediaError:
-        raise
-    except Image.DecompressionBombError:
-        raise MediaError(f"{name}: image is too large (decompression bomb protection)") from None
-    except Exception as e:  # UnidentifiedImageError, truncated data, bad headers, ...
-        raise MediaError(f"{name}: not a readable image file ({type(e).__name__})") from e
+            except Exception as e:  # truncated data, broken chunks, ...
+                raise MediaError(f"{name}: image data is corrupt or truncated") from e
 
     # torchvision Resize(224) on a PIL image: short side 224, long side truncated, PIL bicubic.
     short, long = min(w, h), max(w, h)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -24,7 +26,15 @@ class OutputProjector(nn.Module):
     def __init__(self, llm_dim: int, cfg: OutputProjectorConfig):
         super().__init__()
         self.in_fc = nn.Linear(llm_dim, cfg.d_model)
-        self.tfm = nn.Transformer(
+        with warnings.catch_warnings():  # nested tensors are off with norm_first; torch says so at every build
+            warnings.filterwarnings("ignore", message="enable_nested_tensor")
+            self.tfm = self._transformer(cfg)
+        self.out_fc = nn.Linear(cfg.d_model, cfg.out_dim)
+        self.query_embs = nn.Parameter(torch.randn(1, cfg.num_queries, cfg.d_model))
+
+    @staticmethod
+    def _transformer(cfg: OutputProjectorConfig) -> nn.Transformer:
+        return nn.Transformer(
             d_model=cfg.d_model,
             nhead=cfg.nhead,
             num_encoder_layers=cfg.num_encoder_layers,
@@ -34,8 +44,6 @@ class OutputProjector(nn.Module):
             batch_first=True,
             norm_first=True,
         )
-        self.out_fc = nn.Linear(cfg.d_model, cfg.out_dim)
-        self.query_embs = nn.Parameter(torch.randn(1, cfg.num_queries, cfg.d_model))
 
     def forward(self, hidden: torch.Tensor, signal_embeds: torch.Tensor) -> torch.Tensor:
         """hidden, signal_embeds: (B, N, llm_dim) -> (B, Q, out_dim)."""
