@@ -142,8 +142,14 @@ class Encoder(nn.Module):
                     raise FileNotFoundError(f"no {WEIGHTS_NAME} in {path}")
                 load_model(model, str(weights), strict=True)  # handles tensors deduplicated by save_model
             elif path.is_file():
-                state = torch.load(path, map_location="cpu", weights_only=True)  # imagebind_huge.pth: a state dict
+                # imagebind_huge.pth is a plain state dict. mmap keeps the peak memory near one copy of the
+                # weights (4.5 GB for huge); checkpoints in the legacy (non-zip) format cannot be mapped.
+                try:
+                    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+                except RuntimeError:
+                    state = torch.load(path, map_location="cpu", weights_only=True)
                 model.load_state_dict(state, strict=True)
+                del state
             else:
                 raise FileNotFoundError(f"encoder weights not found: {path}")
         model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)

@@ -160,9 +160,10 @@ def test_save_and_load_round_trip(encoder, media_files, tmp_path):
     encoder.save_pretrained(tmp_path / "enc")
     assert (tmp_path / "enc" / "encoder.safetensors").is_file()
     torch.save(encoder.model.state_dict(), tmp_path / "encoder.pth")
+    torch.save(encoder.model.state_dict(), tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
     expected = encoder.encode(_items(media_files))
     cfg = tiny().encoder
-    for source in (tmp_path / "enc", tmp_path / "encoder.pth"):
+    for source in (tmp_path / "enc", tmp_path / "encoder.pth", tmp_path / "legacy.pth"):
         loaded = Encoder.from_config(EncoderConfig(pretrained=str(source), model_kwargs=cfg.model_kwargs))
         torch.testing.assert_close(loaded.encode(_items(media_files)), expected, rtol=0, atol=0)
     with pytest.raises(FileNotFoundError):
