@@ -30,6 +30,7 @@ class TextDelta:
 class SignalDetected:
     modality: str
     tokens: list[str]
+    text_offset: int = 0  # where in the answer's text the run stands, so a UI can place the media there
 
 
 @dataclass
@@ -44,12 +45,14 @@ class MediaReady:
     modality: str
     path: str
     info: dict[str, Any] = field(default_factory=dict)
+    text_offset: int = 0
 
 
 @dataclass
 class MediaFailed:
     modality: str
     message: str
+    text_offset: int = 0
 
 
 @dataclass

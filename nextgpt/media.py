@@ -19,6 +19,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
 from functools import lru_cache
 
 import numpy as np
@@ -408,6 +409,22 @@ def load_video(path, limits: MediaLimits | None = None) -> torch.Tensor:
 # --- dispatch --------------------------------------------------------------------------------------------------
 
 _LOADERS = {"image": load_image, "audio": load_audio, "video": load_video}
+
+SUFFIXES = {
+    "image": (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"),
+    "audio": (".wav", ".flac", ".ogg", ".mp3"),
+    "video": (".mp4", ".webm", ".mov", ".mkv", ".avi"),
+}
+
+
+def guess_modality(path) -> str:
+    """The modality of an uploaded file from its name; the loaders then check that the bytes agree."""
+    suffix = Path(str(path)).suffix.lower()
+    for modality, suffixes in SUFFIXES.items():
+        if suffix in suffixes:
+            return modality
+    allowed = ", ".join(s for group in SUFFIXES.values() for s in group)
+    raise MediaError(f"{_name(path)}: unsupported file type (use one of {allowed})")
 
 
 def preprocess(media: Media, limits: MediaLimits | None = None) -> torch.Tensor:

@@ -365,13 +365,18 @@ class NextGPT(nn.Module):
             generated: list[int] = []
             shown = ""
             starts = {ids[0]: m for m, ids in self.signal_ids.items()}
+            offsets: dict[int, int] = {}  # run start -> text offset
             try:
                 for tok in streamer:
                     generated.append(tok)
+                    decoded = self.tokenizer.decode(generated, skip_special_tokens=True)
                     if tok in starts:
                         m = starts[tok]
-                        yield SignalDetected(m, self.tokenizer.convert_ids_to_tokens(self.signal_ids[m]))
-                    text = visible_text(self.tokenizer.decode(generated, skip_special_tokens=True))
+                        offsets[len(generated) - 1] = len(visible_text(decoded, final=True))
+                        yield SignalDetected(
+                            m, self.tokenizer.convert_ids_to_tokens(self.signal_ids[m]), offsets[len(generated) - 1]
+                        )
+                    text = visible_text(decoded)
                     if len(text) > len(shown) and text.startswith(shown):
                         yield TextDelta(text[len(shown):])
                         shown = text
@@ -394,6 +399,8 @@ class NextGPT(nn.Module):
                     cond = self.project_signal(r.modality, hidden, list(r.ids))
                     options = dict((decoder_options or {}).get(r.modality, {}))
                     for event in self._decode(r.modality, cond, seed, options, folder):
+                        if isinstance(event, (MediaReady, MediaFailed)):
+                            event.text_offset = min(offsets.get(r.start, len(text)), len(text))
                         if isinstance(event, MediaReady):
                             result.media.append(event)
                         elif isinstance(event, MediaFailed):

@@ -1,0 +1,126 @@
+"""Gradio chat history (messages format) <-> the library's structured messages, plus export.
+
+Gradio hands history back in several shapes (a str, a file dict, a component dict, or a list of typed blocks);
+everything here accepts all of them. Assistant messages with a `metadata` title are the UI's own notes
+(progress, provenance, signal tokens, errors) and are never shown to the model.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+from nextgpt.conversation import Message
+from nextgpt.media import Media, MediaError, guess_modality
+
+
+def _path_of(item) -> str | None:
+    """The file path inside one content item, in any of the shapes Gradio uses."""
+    if isinstance(item, dict):
+        if item.get("type") == "file":
+            return _path_of(item.get("file"))
+        if "component" in item:
+            return _path_of(item.get("value"))
+        if "path" in item and item["path"]:
+            return str(item["path"])
+    if hasattr(item, "value") and not isinstance(item, (str, dict)):  # a component instance
+        return _path_of(item.value)
+    return None
+
+
+def content_parts(content) -> list[str | tuple[str, str]]:
+    """A message's content as text strings and (modality, path) pairs."""
+    items = content if isinstance(content, list) else [content]
+    parts: list[str | tuple[str, str]] = []
+    for item in items:
+        if isinstance(item, str):
+            parts.append(item)
+        elif isinstance(item, dict) and item.get("type") == "text":
+            parts.append(item.get("text", ""))
+        elif (path := _path_of(item)) is not None:
+            parts.append((guess_modality(path), path))
+    return parts
+
+
+def is_note(message: dict) -> bool:
+    return bool((message.get("metadata") or {}).get("title"))
+
+
+def to_messages(history: list[dict], allowed_roots: list[Path]) -> list[Message]:
+    """History -> alternating user / assistant Messages; UI notes skipped, consecutive same-role merged.
+
+    Media paths must lie under `allowed_roots` (Gradio's upload cache, the app's outputs): a history sent
+    through the API cannot make the server read any other file.
+    """
+    out: list[Message] = []
+    for msg in history:
+        role = msg.get("role")
+        if role not in ("user", "assistant") or is_note(msg):
+            continue
+        parts = []
+        for part in content_parts(msg.get("content")):
+            if isinstance(part, tuple):
+                modality, path = part
+                resolved = Path(path).resolve()
+                if not any(resolved.is_relative_to(root) for root in allowed_roots):
+                    raise MediaError(f"{resolved.name}: not an uploaded or generated file")
+                parts.append(Media(modality, str(resolved)))
+            elif part:
+                parts.append(part)
+        if not parts:
+            continue
+        if out and out[-1].role == role:
+            out[-1].content.extend(parts)
+        else:
+            out.append(Message(role, parts))
+    while out and out[0].role != "user":
+        out.pop(0)
+    return out
+
+
+def split_last_turn(history: list[dict]) -> tuple[list[dict], dict]:
+    """(history before the last user turn, that turn as a MultimodalTextbox value) for retry and undo."""
+    i = len(history) - 1
+    while i >= 0 and history[i].get("role") == "assistant":
+        i -= 1
+    end = i
+    while i >= 0 and history[i].get("role") == "user":
+        i -= 1
+    text, files = "", []
+    for msg in history[i + 1 : end + 1]:
+        for part in content_parts(msg.get("content")):
+            if isinstance(part, tuple):
+                files.append(part[1])
+            else:
+                text += part
+    return history[: i + 1], {"text": text, "files": files}
+
+
+def export_zip(history: list[dict], folder: str | None = None) -> str:
+    """The conversation as `conversation.json` plus its media files, zipped; returns the zip's path."""
+    folder = Path(folder or tempfile.mkdtemp(prefix="nextgpt-export-"))
+    messages, files = [], {}
+    for msg in history:
+        entry = {"role": msg.get("role"), "content": []}
+        if is_note(msg):
+            entry["note"] = msg["metadata"]["title"]
+        for part in content_parts(msg.get("content")):
+            if isinstance(part, tuple):
+                modality, path = part
+                name = f"media/{len(files):03d}-{Path(path).name}"
+                files[name] = path
+                entry["content"].append({"type": modality, "file": name})
+            elif part:
+                entry["content"].append({"type": "text", "text": part})
+        messages.append(entry)
+    target = folder / "nextgpt-conversation.zip"
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("conversation.json", json.dumps({"messages": messages}, indent=2, ensure_ascii=False))
+        for name, path in files.items():
+            if Path(path).is_file():
+                with open(path, "rb") as src, z.open(name, "w") as dst:
+                    shutil.copyfileobj(src, dst)
+    return str(target)

@@ -1,0 +1,152 @@
+"""The chat app through its API (gradio_client, the app served on 127.0.0.1) and in a real browser."""
+
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from demo import AppSettings, build_demo
+from nextgpt.serve import ChatService
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def app(tiny_model, tmp_path_factory):
+    service = ChatService(tiny_model, AppSettings().limits())
+    settings = AppSettings(outputs=str(tmp_path_factory.mktemp("outputs")))
+    demo = build_demo(service, settings)
+    demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True, show_error=True)
+    yield demo, service
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    return Client(app[0].local_url, verbose=False)
+
+
+def _text(history):
+    """The assistant's plain text messages of the last turn."""
+    out = []
+    for msg in history:
+        if msg["role"] == "user":
+            out = []
+        elif not msg.get("metadata"):
+            for part in msg["content"]:
+                if part.get("type") == "text":
+                    out.append(part["text"])
+    return " ".join(out)
+
+
+def resend(history):
+    """A history returned by the client, ready to send back: its files are uploaded again with handle_file."""
+    out = []
+    for m in history:
+        content = [{"type": "file", "file": handle_file(p["file"] if isinstance(p["file"], str) else p["file"]["path"])}
+                   if p.get("type") == "file" else p for p in m["content"]]
+        out.append({**m, "content": content})
+    return out
+
+
+def _files(history, role="assistant"):
+    return [p["file"]["path"] if isinstance(p.get("file"), dict) else p["file"]
+            for m in history if m["role"] == role for p in m["content"] if p.get("type") == "file"]
+
+
+def test_streamed_answer_arrives_in_several_updates(client):
+    job = client.submit({"text": "Tell me about birds.", "files": []}, [], "text", 5, api_name="/chat")
+    updates = list(job)
+    assert len(updates) >= 3
+    final = job.outputs()[-1][0]
+    assert final[0]["role"] == "user" and final[-1]["metadata"]["title"].startswith("Signal tokens: none")
+
+
+@pytest.mark.parametrize("modality", ["image", "video", "audio"])
+def test_each_output_modality_returns_a_file(client, modality):
+    history, _ = client.predict({"text": f"Make me a {modality}.", "files": []}, [], modality, 1, api_name="/chat")
+    files = _files(history)
+    assert len(files) == 1
+    path = files[0]
+    if modality == "image":
+        Image.open(path).verify()
+    elif modality == "video":
+        from moviepy import VideoFileClip
+        with VideoFileClip(path, audio=False) as clip:
+            assert clip.duration > 0
+    else:
+        import soundfile as sf
+        assert sf.info(path).duration > 0
+    notes = [m["metadata"]["title"] for m in history if m.get("metadata")]
+    assert any(f"{modality} · seed 1" in n for n in notes)  # provenance at hand
+    assert any(n.startswith("Signal tokens: [") for n in notes)
+
+
+def test_second_turn_sees_the_first_turns_image(client, app, media_dir, monkeypatch):
+    _, service = app
+    first, _ = client.predict({"text": "Draw this.", "files": [handle_file(str(media_dir / "bird_image.jpg"))]},
+                              [], "image", 2, api_name="/chat")
+    generated = Path(_files(first)[0]).name
+    seen = []
+    original = service.model.encoder.encode
+    monkeypatch.setattr(service.model.encoder, "encode",
+                        lambda items, *a, **k: (seen.extend(items), original(items, *a, **k))[1])
+    client.predict({"text": "What did you draw?", "files": []}, resend(first), "text", 2, api_name="/chat")
+    names = [Path(m.path).name for m in seen]
+    assert "bird_image.jpg" in names and generated in names
+
+
+def test_corrupt_upload_gives_a_message_and_keeps_history(client, tmp_path):
+    earlier, _ = client.predict({"text": "Hello there.", "files": []}, [], "text", 3, api_name="/chat")
+    fake = tmp_path / "photo.jpg"
+    fake.write_text("this is not a picture")
+    history, box = client.predict({"text": "What is this?", "files": [handle_file(str(fake))]}, resend(earlier),
+                                  "auto", 3, api_name="/chat")
+    assert history[: len(earlier)] == earlier
+    assert len(history) == len(earlier) + 1
+    assert "photo.jpg" in history[-1]["metadata"]["title"] and "Could not use your message" in history[-1]["metadata"]["title"]
+    assert box["value"]["text"] == "What is this?"  # the user's text is kept to fix and resend
+
+
+def test_two_clients_at_once_get_their_own_answers(app):
+    url = app[0].local_url
+    prompts = {11: "Write a line about the sea.", 12: "Write a line about the hills."}
+    alone = {s: Client(url, verbose=False).predict({"text": p, "files": []}, [], "text", s, api_name="/chat")[0]
+             for s, p in prompts.items()}
+    together = {}
+
+    def run(s):
+        together[s] = Client(url, verbose=False).predict({"text": prompts[s], "files": []}, [], "text", s,
+                                                         api_name="/chat")[0]
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in prompts]
+    [t.start() for t in threads]
+    [t.join(timeout=120) for t in threads]
+    for s in prompts:
+        assert _text(together[s]) == _text(alone[s])
+
+
+@pytest.mark.skipif(not shutil.which("chromium"), reason="Debian chromium is not installed (.ci/run installs it)")
+def test_browser_attach_send_stream_and_see_media(app, media_dir):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium"), headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1100, "height": 1300})
+        page.goto(app[0].local_url, wait_until="networkidle")
+        page.locator("#message input[type=file]").set_input_files(str(media_dir / "bird_image.jpg"))
+        page.wait_for_selector("#message img", timeout=20000)  # the attachment preview
+        page.get_by_label("Image", exact=True).check()
+        page.locator("#message textarea").fill("Make a picture like this one.")
+        page.locator("#message textarea").press("Enter")
+        page.wait_for_selector("#chatbot .message.bot", timeout=30000)  # streamed text appears
+        page.wait_for_selector("#chatbot .message.bot img", timeout=60000)  # then the generated image
+        page.screenshot(path=str(ARTIFACTS / "app-browser.png"), full_page=True)
+        browser.close()
+    assert (ARTIFACTS / "app-browser.png").stat().st_size > 10_000
