@@ -17,6 +17,11 @@ DEFAULT_MODEL = "tiny"
 @dataclass
 class AppSettings:
     model: str = DEFAULT_MODEL
+    llm: str | None = None  # base weights for the 7B preset: a Vicuna-7B v0 folder
+    encoder: str | None = None  # and imagebind_huge.pth
+    checkpoint: str | None = None  # the NExT-GPT checkpoint file or "repo@revision" (default: the preset's)
+    device: str | None = None  # default: cuda when available
+    cpu_offload: bool = False
     host: str = "127.0.0.1"
     port: int = 7860
     max_file_mb: int = 50
@@ -27,6 +32,13 @@ class AppSettings:
     max_history_turns: int = 8
     queue_size: int = 32
     outputs: str = str(ROOT / "outputs")  # generated media; cleaned with Gradio's cache
+
+    def model_kwargs(self) -> dict:
+        """Keyword arguments for `NextGPT.from_pretrained` beyond the model name."""
+        kw = {k: getattr(self, k) for k in ("llm", "encoder", "checkpoint", "device") if getattr(self, k)}
+        if self.cpu_offload:
+            kw["cpu_offload"] = True
+        return kw
 
     def limits(self) -> ServiceLimits:
         media = MediaLimits(
@@ -40,6 +52,12 @@ class AppSettings:
         default = cls()
         p = argparse.ArgumentParser(description="NExT-GPT chat app")
         p.add_argument("--model", default=env.get("NEXTGPT_MODEL", default.model), help="preset name or model folder")
+        p.add_argument("--llm", default=env.get("NEXTGPT_LLM"), help="base LLM folder (7B: Vicuna-7B v0)")
+        p.add_argument("--encoder", default=env.get("NEXTGPT_ENCODER"), help="ImageBind weights (7B: imagebind_huge.pth)")
+        p.add_argument("--checkpoint", default=env.get("NEXTGPT_CHECKPOINT"), help="NExT-GPT checkpoint or repo@revision")
+        p.add_argument("--device", default=env.get("NEXTGPT_DEVICE"))
+        p.add_argument("--cpu-offload", action="store_true", default=env.get("NEXTGPT_CPU_OFFLOAD") == "1",
+                       help="decoders use enable_model_cpu_offload (the 7B set on a 24 GB GPU)")
         p.add_argument("--host", default=env.get("NEXTGPT_HOST", env.get("GRADIO_SERVER_NAME", default.host)))
         p.add_argument("--port", type=int, default=int(env.get("NEXTGPT_PORT", env.get("GRADIO_SERVER_PORT", default.port))))
         p.add_argument("--max-file-mb", type=int, default=int(env.get("NEXTGPT_MAX_FILE_MB", default.max_file_mb)))
@@ -47,5 +65,6 @@ class AppSettings:
         p.add_argument("--max-history-turns", type=int,
                        default=int(env.get("NEXTGPT_MAX_HISTORY_TURNS", default.max_history_turns)))
         a = p.parse_args(argv)
-        return cls(model=a.model, host=a.host, port=a.port, max_file_mb=a.max_file_mb, max_files=a.max_files,
+        return cls(model=a.model, llm=a.llm, encoder=a.encoder, checkpoint=a.checkpoint, device=a.device,
+                   cpu_offload=a.cpu_offload, host=a.host, port=a.port, max_file_mb=a.max_file_mb, max_files=a.max_files,
                    max_history_turns=a.max_history_turns)
