@@ -102,6 +102,7 @@ def split_last_turn(history: list[dict]) -> tuple[list[dict], dict]:
 def export_zip(history: list[dict], folder: str | None = None) -> str:
     """The conversation as `conversation.json` plus its media files, zipped; returns the zip's path."""
     folder = Path(folder or tempfile.mkdtemp(prefix="nextgpt-export-"))
+    folder.mkdir(parents=True, exist_ok=True)
     messages, files = [], {}
     for msg in history:
         entry = {"role": msg.get("role"), "content": []}
