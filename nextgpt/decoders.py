@@ -247,6 +247,20 @@ class Decoders:
             pipe.save_pretrained(out[m])
         return out
 
+    @torch.no_grad()
+    def text_condition(self, modality: str, texts: list[str]) -> torch.Tensor:
+        """The decoder's own conditioning for captions: what NExT-GPT's output projectors learn to produce.
+
+        SD / Zeroscope: the CLIP text encoder's last hidden state (B, 77, D); AudioLDM: the L2-normalised CLAP
+        text embedding (B, D). Computed by each pipeline's own prompt encoder, as the official precomputed
+        `data/embed/*.npy` targets were.
+        """
+        pipe = self.get(modality)
+        device = pipe._execution_device
+        if modality == "audio":
+            return pipe._encode_prompt(list(texts), device, 1, False).float().cpu()
+        return pipe.encode_prompt(list(texts), device, 1, False)[0].float().cpu()
+
     def decode(self, modality: str, prompt_embeds: torch.Tensor, *, guidance_scale: float | None = None,
                num_inference_steps: int | None = None, height: int | None = None, width: int | None = None,
                num_frames: int | None = None, audio_length_s: float | None = None, seed: int | None = None,

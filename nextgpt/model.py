@@ -6,7 +6,6 @@ Like a diffusers pipeline, the model holds its components (passed in, not hidden
 
 from __future__ import annotations
 
-import dataclasses
 import queue
 import tempfile
 import threading
@@ -53,6 +52,14 @@ def _resolve(path: str | None, root: Path | None) -> str | None:
         return path
     candidate = root / path
     return str(candidate) if candidate.exists() else path
+
+
+def _relative(path: str | None, folder: Path) -> str | None:
+    """A local path as seen from `folder` (kept as is when it is a hub id or lies elsewhere)."""
+    if path is None or not Path(path).exists():
+        return path
+    target, folder = Path(path).resolve(), folder.resolve()
+    return str(target.relative_to(folder)) if target.is_relative_to(folder) else str(target)
 
 
 class NextGPT(nn.Module):
@@ -126,12 +133,14 @@ class NextGPT(nn.Module):
                 )
         encoder = decoders = None
         if not meta:
+            # keep resolved paths in the model's config, so a save without components can point back at them
+            config.encoder.pretrained = _resolve(config.encoder.pretrained, root)
+            for c in config.decoders.values():
+                c.pretrained = _resolve(c.pretrained, root)
             if load_encoder:
-                enc_cfg = dataclasses.replace(config.encoder, pretrained=_resolve(config.encoder.pretrained, root))
-                encoder = Encoder.from_config(enc_cfg, device=device, dtype=dtype)
-            dec_cfgs = {m: dataclasses.replace(c, pretrained=_resolve(c.pretrained, root)) for m, c in config.decoders.items()}
+                encoder = Encoder.from_config(config.encoder, device=device, dtype=dtype)
             decoders = Decoders(
-                dec_cfgs,
+                config.decoders,
                 cond_dims={m: c.out_dim for m, c in config.output_projectors.items()},
                 device=device,
                 dtype=dtype,
@@ -169,7 +178,7 @@ class NextGPT(nn.Module):
             config.llm.tokenizer = overrides["tokenizer"]
         if "encoder" in overrides:
             config.encoder.pretrained = overrides["encoder"]
-        if config.checkpoint and not kwargs.get("meta"):
+        if root is None and config.checkpoint and not kwargs.get("meta"):  # a released preset: no random bases
             for what, value in (("llm", config.llm.pretrained), ("encoder", config.encoder.pretrained)):
                 if not value:
                     raise ValueError(
@@ -178,13 +187,24 @@ class NextGPT(nn.Module):
                     )
         return cls.from_config(config, root=root, **kwargs)
 
-    def save_pretrained(self, folder: str | Path) -> None:
-        """Write a self-contained folder: config, tokenizer, base LLM, encoder, decoders and the trained parts."""
+    def save_pretrained(self, folder: str | Path, components: bool = True) -> None:
+        """Write config, tokenizer and the trained parts; with `components`, also the base LLM, the encoder and
+        the decoders, so the folder is self-contained. Without, the config points at the components where they
+        are (relative paths when they lie inside `folder`)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         config = NextGPTConfig.from_dict(self.config.to_dict())
         self.tokenizer.save_pretrained(folder)
         config.llm.tokenizer = "."
+        config.checkpoint = TRAINED_FILE
+        if not components:
+            config.llm.pretrained = _relative(config.llm.pretrained, folder)
+            config.encoder.pretrained = _relative(config.encoder.pretrained, folder)
+            for c in config.decoders.values():
+                c.pretrained = _relative(c.pretrained, folder)
+            ckpt.save_trained(self.trained_state_dict(), folder / TRAINED_FILE)
+            config.save(folder / "config.json")
+            return
         self._save_base_llm(folder / "llm")
         config.llm.pretrained = "llm"
         if self.encoder is not None:
@@ -197,7 +217,6 @@ class NextGPT(nn.Module):
             for m in config.decoders:
                 config.decoders[m].pretrained = f"{m}_decoder"
         ckpt.save_trained(self.trained_state_dict(), folder / TRAINED_FILE)
-        config.checkpoint = TRAINED_FILE
         config.save(folder / "config.json")
 
     def _save_base_llm(self, folder: Path) -> None:

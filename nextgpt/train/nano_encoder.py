@@ -1,0 +1,434 @@
+"""Train ImageBind-nano: a small `ImageBindModel` whose image, video and sound embeddings sit next to their captions.
+
+    python -m nextgpt.train.nano_encoder [--steps N] [--run runs/nano/encoder] [--out assets/nano/encoder]
+
+Read it top to bottom: config, data (the world's T_X pair files, preprocessed once by `nextgpt.media` exactly as
+NExT-GPT feeds ImageBind, and cached under the run folder), the model, the contrastive loss, the training loop,
+export, and `evaluate`, the test-split retrieval table that `python -m nextgpt.eval` can call.
+
+Why it looks like this
+----------------------
+* ImageBind's joint space is built by aligning every modality to *text* (images and videos share the vision trunk),
+  so each step takes one batch of images, one of videos and one of sounds, each with its captions, and adds up
+  three symmetric InfoNCE losses. The temperature is ImageBind's own learnable text `LearnableLogitScaling`.
+* The world has few distinct meanings (72 image, 96 video, 12 sound attribute combinations), so a batch holds many
+  items that mean the same thing. Plain InfoNCE would push those apart; instead every pair with identical attributes
+  is a positive (the target row is uniform over them), which is what the captions say anyway.
+* Captions are half the time the item's own and half the time a fresh one drawn from the world's templates for the
+  same attributes, so the text tower learns every phrasing rather than one caption per item.
+* Inputs are exactly `nextgpt.media`'s: 64x64 PNGs upscaled by `load_image` (cached as the uint8 224x224 picture it
+  normalises, which is lossless), sounds by `load_audio` (the world's sounds are <= 2 s, so its 3 clips are
+  identical and one is kept), videos by `load_video` (8 frames at 8 fps = 1 s, square: its 5 clips x 3 crops are
+  all the same first-and-last frame pair, so the two 64x64 frames are kept and upscaled per batch with the very
+  same ops; the cache builder checks this against `load_video`). An item embedded through `Encoder.embed` with the
+  full multi-clip input therefore gets the same embedding as in training: the mean of identical unit vectors.
+* Weights ship as fp16 safetensors. The text trunk's token table is 49408 x text_embed_dim (ImageBind's fixed BPE
+  vocabulary), so the text width is kept at 64 to keep the folder small.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import importlib.util
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nextgpt.config import EncoderConfig
+from nextgpt.encoder import Encoder, import_imagebind
+from nextgpt.media import (CLIP_MEAN, CLIP_STD, IMAGE_SIZE, Media, _normalize_clip, _short_side_scale, load_audio,
+                           load_image, load_video)
+from nextgpt.nano import world as W
+from nextgpt.train.common import Run, seed_everything
+
+MODALITIES = ("image", "video", "audio")
+PAIR_NAME_KEY = {"image": "image_name", "video": "video_name", "audio": "audio_name"}
+
+
+# --- config ----------------------------------------------------------------------------------------------------
+
+@dataclass
+class Config:
+    world: str = "data/nano-world"
+    run: str = "runs/nano/encoder"
+    out: str = "assets/nano/encoder"
+    cache: str = ""  # preprocessed inputs; default <run>/cache
+    seed: int = 0
+    steps: int = 2000
+    batch_size: int = 64  # items per modality per step
+    lr: float = 1e-3
+    min_lr: float = 5e-5
+    warmup: int = 100
+    weight_decay: float = 0.05
+    fresh_caption_p: float = 0.5  # chance of replacing an item's caption by a fresh one with the same attributes
+    log_every: int = 25
+    eval_every: int = 250  # validation retrieval line in the log
+    save_every_s: float = 180.0
+    threads: int = 1  # the machine is shared: one thread per training process
+    # the model (ImageBindModel constructor arguments, see model_kwargs)
+    out_embed_dim: int = 128
+    vision_embed_dim: int = 128
+    vision_num_blocks: int = 3
+    vision_num_heads: int = 4
+    vision_patch: int = 28  # 224 / 28 = 8x8 patches (each 8x8 px of the 64x64 original) instead of 16x16 at 14
+    text_embed_dim: int = 64
+    text_num_blocks: int = 2
+    text_num_heads: int = 4
+    audio_embed_dim: int = 96
+    audio_num_blocks: int = 2
+    audio_num_heads: int = 4
+    audio_patch: int = 16  # kernel = stride: 8 x 12 patches of the 128 x 204 fbank instead of 12 x 19 overlapping
+    minor_embed_dim: int = 8  # depth / thermal / IMU: NExT-GPT never uses them; the smallest the architecture allows
+
+    def model_kwargs(self) -> dict:
+        minor = dict(num_blocks=1, num_heads=1, embed_dim=self.minor_embed_dim)
+        return dict(
+            out_embed_dim=self.out_embed_dim,
+            kernel_size=[2, self.vision_patch, self.vision_patch],
+            vision_embed_dim=self.vision_embed_dim, vision_num_blocks=self.vision_num_blocks,
+            vision_num_heads=self.vision_num_heads,
+            text_embed_dim=self.text_embed_dim, text_num_blocks=self.text_num_blocks,
+            text_num_heads=self.text_num_heads,
+            audio_embed_dim=self.audio_embed_dim, audio_num_blocks=self.audio_num_blocks,
+            audio_num_heads=self.audio_num_heads, audio_kernel_size=self.audio_patch, audio_stride=self.audio_patch,
+            audio_drop_path=0.0,
+            **{f"{m}_{k}": v for m in ("depth", "thermal", "imu") for k, v in minor.items()},
+            imu_drop_path=0.0,
+        )
+
+
+# --- data: the world's pair items, preprocessed once -----------------------------------------------------------
+
+def read_split(world_dir, split: str) -> dict:
+    """{modality: {"names", "captions", "attrs"}} for the T_X pair items of one split (attributes from world.json)."""
+    world_dir = Path(world_dir)
+    manifest = json.loads((world_dir / "world.json").read_text())
+    attrs = {(it["modality"], it["name"]): it["attributes"] for it in manifest["items"]}
+    out = {}
+    for m in MODALITIES:
+        records = json.loads((world_dir / split / W.PAIR_FILES[m]).read_text())
+        names = [r[PAIR_NAME_KEY[m]] for r in records]
+        out[m] = {"names": names, "captions": [r["caption"] for r in records],
+                  "attrs": [attrs[(m, n)] for n in names]}
+    return out
+
+
+def attr_key(modality: str, attrs: dict) -> tuple:
+    return tuple(attrs[a] for a in W.ATTRIBUTES[modality])
+
+
+def _image_pixels(path) -> torch.Tensor:
+    """load_image's picture as the uint8 224x224 it normalised (exact: it is ToTensor of a uint8 PIL image)."""
+    x = load_image(path)
+    mean, std = torch.tensor(CLIP_MEAN).view(3, 1, 1), torch.tensor(CLIP_STD).view(3, 1, 1)
+    return ((x * std + mean) * 255).round().clamp(0, 255).to(torch.uint8)
+
+
+def _video_frames(path) -> torch.Tensor:
+    """The two frames load_video samples, (2, H, W, 3) uint8, for a short square video whose 15 clip-crops coincide.
+
+    load_video takes frames [ceil(fps * start), min(ceil(fps * end), N)) of each 2 s clip and keeps their first and
+    last; a video of <= 2 s has every clip at [0, N), so every clip is (frame 0, frame N - 1)."""
+    from moviepy import VideoFileClip
+
+    clip = VideoFileClip(str(path), audio=False)
+    try:
+        fps, n = float(clip.fps), int(clip.reader.n_frames)
+        if n / fps > 2 or clip.reader.size[0] != clip.reader.size[1]:
+            raise ValueError(f"{path}: the cache shortcut needs a square video of <= 2 s")
+        frames = [clip.reader.get_frame(i / fps)[..., :3].copy() for i in (0, n - 1)]
+    finally:
+        clip.close()
+    return torch.from_numpy(np.stack(frames))
+
+
+def video_input(frames: torch.Tensor) -> torch.Tensor:
+    """(B, 2, H, W, 3) uint8 frames -> (B, 3, 2, 224, 224): load_video's scaling and normalisation, batched."""
+    b, t, h, w, _ = frames.shape
+    x = frames.permute(0, 4, 1, 2, 3).float().div(255).reshape(b * 3, t, h, w)  # (C, T, H, W) per item, stacked
+    x = _short_side_scale(x, IMAGE_SIZE).reshape(b, 3, t, IMAGE_SIZE, IMAGE_SIZE)
+    return _normalize_clip(x, channel_dim=1)  # square input: the centre crop is the whole frame
+
+
+def image_input(pixels: torch.Tensor) -> torch.Tensor:
+    return _normalize_clip(pixels.float().div(255), channel_dim=1)
+
+
+def _audio_clip(path) -> torch.Tensor:
+    x = load_audio(path)
+    if not all(torch.equal(x[0], x[i]) for i in range(1, x.shape[0])):
+        raise ValueError(f"{path}: the cache shortcut needs a sound of <= 2 s (identical clips)")
+    return x[0]
+
+
+_CACHE_READERS = {"image": _image_pixels, "video": _video_frames, "audio": _audio_clip}
+_MEDIA_FOLDER = W.FOLDERS
+
+
+def load_cached(cfg: Config, split: str) -> dict:
+    """The split's inputs, built once and kept as <cache>/<split>-<modality>.pt."""
+    cache = Path(cfg.cache or Path(cfg.run) / "cache")
+    cache.mkdir(parents=True, exist_ok=True)
+    data = read_split(cfg.world, split)
+    for m in MODALITIES:
+        path = cache / f"{split}-{m}.pt"
+        d = data[m]
+        if path.exists():
+            stored = torch.load(path, weights_only=True)
+            if stored["names"] == d["names"]:
+                d["x"] = stored["x"]
+                continue
+        started = time.time()
+        files = [Path(cfg.world) / _MEDIA_FOLDER[m] / n for n in d["names"]]
+        xs = [_CACHE_READERS[m](f) for f in files]
+        d["x"] = torch.stack(xs) if xs else torch.empty(0)
+        if m == "video" and xs:  # the shortcut must give load_video's own tensor
+            ref = load_video(files[0])
+            assert torch.allclose(video_input(d["x"][:1])[0], ref[0], atol=1e-5), "video cache differs from load_video"
+            assert all(torch.equal(ref[0], ref[i]) for i in range(1, ref.shape[0]))
+        tmp = path.with_suffix(".tmp")
+        torch.save({"names": d["names"], "x": d["x"]}, tmp)
+        tmp.replace(path)
+        print(f"cached {len(xs)} {split} {m} inputs in {time.time() - started:.0f} s", flush=True)
+    return data
+
+
+def model_input(modality: str, x: torch.Tensor) -> torch.Tensor:
+    """Cached rows -> the ImageBind input batch (one clip per item)."""
+    if modality == "image":
+        return image_input(x)
+    if modality == "video":
+        return video_input(x)
+    return x.float()
+
+
+# --- the model and its embeddings ------------------------------------------------------------------------------
+
+def text_tokenizer():
+    """ImageBind's own SimpleTokenizer with the BPE file shipped inside the imagebind package."""
+    import_imagebind()  # registers the package without its data.py
+    from imagebind.models.multimodal_preprocessors import SimpleTokenizer
+
+    folder = Path(importlib.util.find_spec("imagebind").submodule_search_locations[0])
+    return SimpleTokenizer(bpe_path=str(folder / "bpe" / "bpe_simple_vocab_16e6.txt.gz"))
+
+
+def tokenize(tokenizer, texts: list[str]) -> torch.Tensor:
+    return tokenizer(list(texts)).reshape(len(texts), -1)  # SimpleTokenizer drops the batch dim for one text
+
+
+def _keys():
+    _, modality_type = import_imagebind()
+    return {"image": modality_type.VISION, "video": modality_type.VISION, "audio": modality_type.AUDIO,
+            "text": modality_type.TEXT}
+
+
+def embed(model, modality: str, x: torch.Tensor) -> torch.Tensor:
+    """One clip per item -> L2-normalised (B, D): `Encoder.embed` without the multi-clip mean (and for text too)."""
+    key = _keys()[modality]
+    inputs = model.modality_preprocessors[key](**{key: x})
+    y = model.modality_trunks[key](**inputs["trunk"])
+    y = model.modality_heads[key](y, **inputs["head"])
+    return F.normalize(y, dim=-1)
+
+
+def logit_scale(model) -> torch.Tensor:
+    """ImageBind's learnable text LearnableLogitScaling, used as the (inverse) temperature."""
+    post = model.modality_postprocessors[_keys()["text"]][1]
+    return post.log_logit_scale.exp().clamp(max=post.max_logit_scale)
+
+
+def contrastive_loss(media: torch.Tensor, text: torch.Tensor, keys: list, scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE where every pair with identical attributes is a positive (uniform soft targets)."""
+    ids = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+    label = torch.tensor([ids[k] for k in keys])
+    same = (label[:, None] == label[None, :]).float()
+    target = same / same.sum(dim=1, keepdim=True)  # symmetric, so it serves both directions
+    logits = scale * media @ text.T
+    return 0.5 * (torch.sum(-target * logits.log_softmax(dim=1), dim=1).mean()
+                  + torch.sum(-target * logits.T.log_softmax(dim=1), dim=1).mean())
+
+
+# --- retrieval -------------------------------------------------------------------------------------------------
+
+def retrieval(media: torch.Tensor, text: torch.Tensor, keys: list) -> dict:
+    """Top-1 retrieval both ways over all items of a split; a hit is a result with the same attributes.
+
+    Several items share attributes (and so captions that mean the same thing), so retrieving any of them counts."""
+    if len(keys) == 0:
+        return {"media_to_caption": None, "caption_to_media": None, "n": 0, "distinct": 0}
+    sim = F.normalize(media.float(), dim=-1) @ F.normalize(text.float(), dim=-1).T
+    m2c = sim.argmax(dim=1).tolist()
+    c2m = sim.argmax(dim=0).tolist()
+    n = len(keys)
+    return {"media_to_caption": sum(keys[j] == keys[i] for i, j in enumerate(m2c)) / n,
+            "caption_to_media": sum(keys[j] == keys[i] for i, j in enumerate(c2m)) / n,
+            "n": n, "distinct": len(set(keys))}
+
+
+@torch.no_grad()
+def evaluate_cached(model, tokenizer, data: dict, batch_size: int = 128) -> dict:
+    """Retrieval on a cached split (used for the validation line during training)."""
+    model.eval()
+    out = {}
+    for m in MODALITIES:
+        d = data[m]
+        if not d["names"]:
+            out[m] = retrieval(torch.empty(0), torch.empty(0), [])
+            continue
+        media = torch.cat([embed(model, m, model_input(m, d["x"][s:s + batch_size]))
+                           for s in range(0, len(d["names"]), batch_size)])
+        text = torch.cat([embed(model, "text", tokenize(tokenizer, d["captions"][s:s + batch_size]))
+                          for s in range(0, len(d["names"]), batch_size)])
+        out[m] = retrieval(media, text, [attr_key(m, a) for a in d["attrs"]])
+    model.train()
+    return out
+
+
+def evaluate(encoder_folder, world_dir, split: str = "test", batch_size: int = 16) -> dict:
+    """Test-split retrieval table of a saved encoder, through the real path: files -> nextgpt.media -> Encoder.
+
+    Returns {modality: {"media_to_caption", "caption_to_media", "n", "distinct"}}; candidates are all pair items of
+    that modality in the split (and their captions); a retrieval is right when the attributes match."""
+    encoder = load_encoder(encoder_folder)
+    tokenizer = text_tokenizer()
+    data = read_split(world_dir, split)
+    out = {}
+    with torch.no_grad():
+        for m in MODALITIES:
+            d = data[m]
+            items = [Media(m, str(Path(world_dir) / _MEDIA_FOLDER[m] / n)) for n in d["names"]]
+            media = encoder.encode(items, batch_size=batch_size) if items else torch.empty(0)
+            text = torch.cat([embed(encoder.model, "text", tokenize(tokenizer, d["captions"][s:s + 256]))
+                              for s in range(0, len(items), 256)]) if items else torch.empty(0)
+            out[m] = retrieval(media, text, [attr_key(m, a) for a in d["attrs"]])
+    return out
+
+
+def format_table(result: dict) -> str:
+    lines = [f"{'modality':<8} {'n':>5} {'distinct':>8} {'media->caption':>15} {'caption->media':>15}"]
+    for m, r in result.items():
+        f = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+        lines.append(f"{m:<8} {r['n']:>5} {r['distinct']:>8} {f(r['media_to_caption']):>15} "
+                     f"{f(r['caption_to_media']):>15}")
+    return "\n".join(lines)
+
+
+# --- saving and loading ----------------------------------------------------------------------------------------
+
+def export(model, model_kwargs: dict, out) -> Path:
+    """encoder.safetensors (fp16) + config.json holding the EncoderConfig.model_kwargs."""
+    out = Path(out)
+    Encoder(copy.deepcopy(model).half()).save_pretrained(out)
+    (out / "config.json").write_text(json.dumps({"model_kwargs": model_kwargs, "dtype": "float16"}, indent=1) + "\n")
+    return out
+
+
+def load_encoder(folder, dtype=torch.float32) -> Encoder:
+    """An exported folder -> Encoder, through Encoder.from_config as the presets load it."""
+    kwargs = json.loads((Path(folder) / "config.json").read_text())["model_kwargs"]
+    return Encoder.from_config(EncoderConfig(pretrained=str(folder), model_kwargs=kwargs), dtype=dtype)
+
+
+# --- training --------------------------------------------------------------------------------------------------
+
+def lr_at(cfg: Config, step: int) -> float:
+    """Linear warmup, then cosine down to min_lr at cfg.steps."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * t))
+
+
+def train(cfg: Config) -> dict:
+    torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    run = Run(cfg.run, save_every_s=cfg.save_every_s)
+    (Path(cfg.run) / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1) + "\n")
+
+    image_bind_model, _ = import_imagebind()
+    model = image_bind_model(**cfg.model_kwargs())
+    # Only the three towers NExT-GPT uses (and text) train; depth / thermal / IMU keep their random init.
+    used = {_keys()[m] for m in ("image", "audio", "text")}
+    params = [p for name, p in model.named_parameters() if name.split(".")[1] in used]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
+    step, _ = run.resume({"model": model}, {"opt": opt})
+    if step:
+        print(f"resumed from step {step}", flush=True)
+
+    train_data = load_cached(cfg, "train")
+    val_data = load_cached(cfg, "validation")
+    tokenizer = text_tokenizer()
+    keys = {m: [attr_key(m, a) for a in train_data[m]["attrs"]] for m in MODALITIES}
+    # The data order is a function of (seed, step) alone, so a resumed run draws what the uninterrupted one would.
+    model.train()
+    started, last = time.time(), {}
+    while step < cfg.steps:
+        rng = np.random.default_rng([cfg.seed, step])
+        for group in opt.param_groups:
+            group["lr"] = lr_at(cfg, step)
+        losses = {}
+        for m in MODALITIES:
+            d = train_data[m]
+            idx = rng.choice(len(d["names"]), size=min(cfg.batch_size, len(d["names"])), replace=False)
+            captions = [W.caption(m, d["attrs"][i], rng) if rng.uniform() < cfg.fresh_caption_p else d["captions"][i]
+                        for i in idx]
+            media = embed(model, m, model_input(m, d["x"][torch.from_numpy(idx)]))
+            text = embed(model, "text", tokenize(tokenizer, captions))
+            losses[m] = contrastive_loss(media, text, [keys[m][i] for i in idx], logit_scale(model))
+        loss = sum(losses.values())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            run.log(step, loss=loss.item(), **{f"loss_{m}": v.item() for m, v in losses.items()},
+                    scale=logit_scale(model).item(), lr=lr_at(cfg, step - 1),
+                    s_per_step=round((time.time() - started) / max(1, step), 3))
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            last = evaluate_cached(model, tokenizer, val_data)
+            run.log(step, split="validation", **{f"{m}_{k}": v for m, r in last.items()
+                                                 for k, v in r.items() if k.endswith("media") or k.endswith("caption")})
+        if step < cfg.steps:
+            run.maybe_save(step, {"model": model}, {"opt": opt})
+    run.save(step, {"model": model}, {"opt": opt})
+
+    out = export(model, cfg.model_kwargs(), cfg.out)
+    print(f"exported to {out} ({sum(f.stat().st_size for f in out.iterdir()) / 2**20:.1f} MB)", flush=True)
+    return {"step": step, "validation": last}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m nextgpt.train.nano_encoder", description=__doc__.split("\n\n")[0])
+    for f in dataclasses.fields(Config):
+        p.add_argument(f"--{f.name}", type=type(f.default), default=f.default)
+    p.add_argument("--evaluate", metavar="FOLDER", help="only print the retrieval table of an exported encoder")
+    p.add_argument("--split", default="test", help="split for --evaluate and the final table")
+    p.add_argument("--json", action="store_true", help="print the final table as JSON")
+    a = vars(p.parse_args(argv))
+    folder, split, as_json = a.pop("evaluate"), a.pop("split"), a.pop("json")
+    cfg = Config(**a)
+    if folder is None:
+        train(cfg)
+        folder = cfg.out
+    torch.set_num_threads(cfg.threads)
+    result = evaluate(folder, cfg.world, split)
+    (Path(folder) / f"eval-{split}.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result) if as_json else f"retrieval on {split} ({folder}):\n{format_table(result)}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

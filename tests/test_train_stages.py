@@ -1,0 +1,67 @@
+"""A few steps of each of NExT-GPT's three stages on a tiny world, with the tiny model."""
+
+import json
+
+import pytest
+import torch
+
+from nextgpt.conversation import Message
+from nextgpt.model import NextGPT
+from nextgpt.nano import world
+from nextgpt.train import data
+from nextgpt.train.stages import StageConfig, train
+
+
+@pytest.fixture(scope="module")
+def tiny_world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("world")
+    world.generate(root, seed=0, n_images=20, n_videos=10, n_audios=10, n_dialogues=16)
+    return root
+
+
+def test_stage3_examples_put_context_media_in_slots_and_targets_in_runs(tiny_world):
+    dialogues = data.read_dialogues(tiny_world)
+    edit = next(d for d in dialogues if d["task"].startswith("edit"))
+    examples = data.stage3_examples(edit, tiny_world)
+    assert len(examples) == sum(t["from"] == "gpt" for t in edit["conversation"])
+    last = examples[-1]
+    runs = [p for p in last if isinstance(p, data.Run)]
+    slots = [p for p in last if isinstance(p, data.Slot)]
+    assert len(runs) == len(edit["conversation"][-1]["media"])  # only the target turn's media are runs
+    assert slots  # the earlier turns' media are inputs
+    turn_start = max(i for i, p in enumerate(last) if p == data.Text(data.ASSISTANT)) + 1
+    assert not any(p.target for p in last[:turn_start] if isinstance(p, data.Text))
+    assert all(p.target for p in last[turn_start:] if isinstance(p, data.Text))
+
+
+def test_three_stages_train_resume_and_save(tiny_world, tmp_path):
+    base = NextGPT.from_pretrained("tiny")
+    frozen_before = base.llm.base_model.model.model.layers[0].mlp.up_proj.weight.clone()
+    common = dict(data=str(tiny_world), batch_size=2, log_every=1, warmup=1, lr=1e-2)
+    s1 = StageConfig(stage=1, model="tiny", out=str(tmp_path / "s1/model"), run=str(tmp_path / "s1"), steps=2, **common)
+    train(s1)
+    s1.steps = 4
+    model1 = train(s1)  # resumes at step 2
+    steps = [json.loads(l)["step"] for l in (tmp_path / "s1/log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+    assert not torch.equal(model1.input_projector.weight, base.input_projector.weight)
+    old_rows = base.llm.get_input_embeddings().weight[: min(base.media_ids)]
+    assert torch.equal(model1.llm.get_input_embeddings().weight[: min(base.media_ids)], old_rows)
+
+    s2 = StageConfig(stage=2, model=s1.out, out=str(tmp_path / "s2/model"), run=str(tmp_path / "s2"), steps=2, **common)
+    model2 = train(s2)
+    assert torch.equal(model2.input_projector.weight, model1.input_projector.weight)
+    assert not torch.equal(model2.output_projectors["audio"].out_fc.weight, model1.output_projectors["audio"].out_fc.weight)
+    logs = [json.loads(l) for l in (tmp_path / "s2/log.jsonl").read_text().splitlines()]
+    assert all(l["l2"] > 0 for l in logs)
+
+    s3 = StageConfig(stage=3, model=s2.out, out=str(tmp_path / "s3/model"), run=str(tmp_path / "s3"), steps=2, **common)
+    model3 = train(s3)
+    q = model3.llm.base_model.model.model.layers[0].self_attn.q_proj
+    assert q.lora_B["default"].weight.abs().sum() > 0  # LoRA trained (it starts at zero)
+    assert torch.equal(model3.llm.base_model.model.model.layers[0].mlp.up_proj.weight, frozen_before)
+
+    again = NextGPT.from_pretrained(s3.out)
+    result = again.generate([Message("user", "Show me a red circle.")], seed=0, output="image",
+                            out_dir=tmp_path / "out")
+    assert result.media and result.media[0].modality == "image"
