@@ -1,0 +1,174 @@
+"""Evaluation on the nano world, scored by the model-free oracles: `python -m nextgpt.eval {model,parts} ...`.
+
+`model`: held-out MosIT-style dialogues through the whole pipeline (encoder -> LLM -> signal tokens -> projectors
+-> decoders), turn by turn, each answer (and its media) fed back as history, as in the app:
+- X -> image / video / audio: the oracles read the generated media; every attribute must match the reference;
+- X -> text: the answer must name each attribute the reference answer names, with the same value;
+- routing: the modalities the model generated equal the ones the reference answer has (none for text);
+- multi-turn edits: the last turn of an edit dialogue is right in every attribute.
+`parts`: the frozen nano parts on their own (ImageBind-nano retrieval, each decoder from caption strings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from .config import MODALITIES
+from .conversation import Message
+from .media import Media
+
+OUTPUT_ATTRIBUTES = {"image": ("colour", "shape", "position"), "video": ("colour", "shape", "direction"),
+                     "audio": ("colour", "rhythm")}
+DIRECTION_NAMES = {
+    "t2i": "text -> image", "t2v": "text -> video", "t2a": "text -> audio",
+    "i2t": "image -> text", "v2t": "video -> text", "a2t": "audio -> text",
+    "i2a": "image -> audio", "a2i": "audio -> image", "i2v": "image -> video", "v2i": "video -> image",
+    "v2a": "video -> audio", "a2v": "audio -> video",
+    "edit_image": "multi-turn edit (image)", "edit_video": "multi-turn edit (video)",
+    "edit_audio": "multi-turn edit (audio)", "chain": "multi-turn chain",
+}
+
+
+def read_media(modality: str, path: str) -> dict:
+    from .nano import oracles
+
+    if modality == "image":
+        return oracles.image_attributes(path)
+    if modality == "video":
+        return oracles.video_attributes(path)
+    return oracles.sound_attributes(path)
+
+
+def _folders(world: Path) -> dict[str, Path]:
+    return {"image": world / "images", "video": world / "videos", "audio": world / "audios"}
+
+
+def evaluate_model(model, world: str | Path, split: str = "test", limit: int | None = None, seed: int = 0,
+                   out_dir: str | Path | None = None, log=print) -> dict:
+    """Run every held-out dialogue turn by turn and score it; returns per-direction accuracies and more."""
+    from .nano import oracles
+
+    world = Path(world)
+    items = {it["name"]: it for it in json.loads((world / "world.json").read_text())["items"]}
+    dialogues = json.loads((world / split / "dialogues.json").read_text())
+    if limit:
+        per_task = defaultdict(list)
+        for d in dialogues:
+            per_task[d["task"]].append(d)
+        dialogues = [d for task in per_task.values() for d in task[:limit]]
+    folders = _folders(world)
+    out_dir = Path(out_dir) if out_dir else None
+    scores: dict[str, list[float]] = defaultdict(list)  # "task" -> 0/1 per judged turn
+    attr_scores: dict[str, list[float]] = defaultdict(list)  # "task/attribute"
+    routing, turn_times = [], []
+    for n, d in enumerate(dialogues):
+        history: list[Message] = []
+        last_ok = None
+        for turn in d["conversation"]:
+            media_of = {m["name"]: m["modality"] for m in turn.get("media", [])}
+            if turn["from"] == "human":
+                parts = [Media(m, str(folders[m] / name)) for name, m in media_of.items()]
+                history.append(Message("user", [*parts, turn["value"]]))
+                continue
+            start = time.perf_counter()
+            result = model.generate(history, seed=seed, output="auto",
+                                    out_dir=(out_dir / d["id"]) if out_dir else None)
+            turn_times.append(time.perf_counter() - start)
+            made = {m.modality: m.path for m in result.media}
+            wanted = set(media_of.values())
+            routing.append(float(set(made) == wanted))
+            ok, judged = True, False
+            if wanted:
+                for name, m in media_of.items():
+                    truth = items[name]["attributes"]
+                    read = read_media(m, made[m]) if m in made else {}
+                    for a in OUTPUT_ATTRIBUTES[m]:
+                        if a in truth:
+                            good = float(read.get(a) == truth[a])
+                            attr_scores[f"{d['task']}/{a}"].append(good)
+                            ok, judged = ok and bool(good), True
+            else:
+                asked = oracles.caption_attributes(turn["value"])
+                said = oracles.caption_attributes(result.text)
+                for a, v in asked.items():
+                    good = float(said.get(a) == v)
+                    attr_scores[f"{d['task']}/{a}"].append(good)
+                    ok, judged = ok and bool(good), True
+            if judged:  # a turn that names nothing to check is not scored
+                last_ok = ok
+                scores[d["task"]].append(float(ok))
+            history.append(Message("assistant", [result.text, *[Media(m.modality, m.path) for m in result.media]]))
+        if d["task"].startswith("edit") and last_ok is not None:
+            scores["edits (last turn)"].append(float(last_ok))
+        if log and (n + 1) % 20 == 0:
+            log(f"{n + 1}/{len(dialogues)} dialogues")
+    mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
+    return {
+        "split": split,
+        "dialogues": len(dialogues),
+        "tasks": {t: {"name": DIRECTION_NAMES.get(t, t), "turns": len(v), "all_correct": mean(v)}
+                  for t, v in sorted(scores.items())},
+        "attributes": {k: mean(v) for k, v in sorted(attr_scores.items())},
+        "routing": mean(routing),
+        "seconds_per_turn": mean(turn_times),
+    }
+
+
+def format_model_table(r: dict) -> str:
+    lines = [f"{'direction':32s} {'turns':>5s} {'all right':>9s}   attributes", "-" * 90]
+    for task, row in r["tasks"].items():
+        attrs = ", ".join(f"{k.split('/')[1]} {v:.0%}" for k, v in r["attributes"].items() if k.startswith(task + "/"))
+        lines.append(f"{row['name']:32s} {row['turns']:5d} {row['all_correct']:9.1%}   {attrs}")
+    lines += ["-" * 90, f"routing: {r['routing']:.1%}   seconds per turn: {r['seconds_per_turn']:.2f}"]
+    return "\n".join(lines)
+
+
+def evaluate_parts(folder: str | Path, world: str | Path, split: str = "test", n: int | None = None) -> dict:
+    """The frozen nano parts: encoder retrieval and each decoder from caption strings."""
+    from .train import nano_audio, nano_encoder, nano_image, nano_video
+
+    folder = Path(folder)
+    out = {"encoder": nano_encoder.evaluate(folder / "encoder", world, split=split)}
+    for modality, module in (("image", nano_image), ("video", nano_video), ("audio", nano_audio)):
+        kwargs = {"n": n} if n else {}
+        out[f"{modality}_decoder"] = module.evaluate(folder / f"{modality}_decoder", world, split=split, **kwargs)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m nextgpt.eval", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="what", required=True)
+    m = sub.add_parser("model", help="end to end on held-out dialogues")
+    m.add_argument("--model", default="assets/nano")
+    m.add_argument("--world", default="data/nano-world")
+    m.add_argument("--split", default="test")
+    m.add_argument("--limit", type=int, help="dialogues per task")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--out", help="keep the generated media here")
+    m.add_argument("--json", action="store_true")
+    parts = sub.add_parser("parts", help="the frozen nano parts")
+    parts.add_argument("--folder", default="assets/nano")
+    parts.add_argument("--world", default="data/nano-world")
+    parts.add_argument("--split", default="test")
+    parts.add_argument("-n", type=int, help="captions per decoder")
+    parts.add_argument("--json", action="store_true")
+    a = p.parse_args(argv)
+    if a.what == "model":
+        from .model import NextGPT
+
+        model = NextGPT.from_pretrained(a.model)
+        r = evaluate_model(model, a.world, a.split, a.limit, a.seed, a.out, log=None if a.json else print)
+        print(json.dumps(r, indent=2) if a.json else format_model_table(r))
+    else:
+        r = evaluate_parts(a.folder, a.world, a.split, a.n)
+        print(json.dumps(r, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
