@@ -81,7 +81,8 @@ class NextGPT(nn.Module):
         self.output_projectors = output_projectors
         self.encoder = encoder
         self.decoders = decoders
-        self._lock = threading.RLock()  # one generation at a time on this model
+        # One generation at a time. A plain Lock: a server may resume the chat generator on another thread.
+        self._lock = threading.Lock()
         if tokenizer is not None:
             ids = add_signal_tokens(tokenizer, config.signal)
             self.media_ids = ids["media"]

@@ -20,3 +20,24 @@ def tiny_model():
     from nextgpt.model import NextGPT
 
     return NextGPT.from_pretrained("tiny")
+
+
+@pytest.fixture(scope="session")
+def app(tiny_model, tmp_path_factory):
+    """The chat app on 127.0.0.1 (a free port) over the tiny model: (demo, service)."""
+    from demo import AppSettings, build_demo
+    from nextgpt.serve import ChatService
+
+    settings = AppSettings(outputs=str(tmp_path_factory.mktemp("outputs")))
+    service = ChatService(tiny_model, settings.limits())
+    demo = build_demo(service, settings)
+    demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True, show_error=True)
+    yield demo, service
+    demo.close()
+
+
+@pytest.fixture(scope="session")
+def client(app):
+    from gradio_client import Client
+
+    return Client(app[0].local_url, verbose=False)

@@ -8,53 +8,10 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from demo import AppSettings, build_demo
-from nextgpt.serve import ChatService
+
+from app_helpers import _files, _text, resend
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-
-
-@pytest.fixture(scope="module")
-def app(tiny_model, tmp_path_factory):
-    service = ChatService(tiny_model, AppSettings().limits())
-    settings = AppSettings(outputs=str(tmp_path_factory.mktemp("outputs")))
-    demo = build_demo(service, settings)
-    demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True, show_error=True)
-    yield demo, service
-    demo.close()
-
-
-@pytest.fixture(scope="module")
-def client(app):
-    return Client(app[0].local_url, verbose=False)
-
-
-def _text(history):
-    """The assistant's plain text messages of the last turn."""
-    out = []
-    for msg in history:
-        if msg["role"] == "user":
-            out = []
-        elif not msg.get("metadata"):
-            for part in msg["content"]:
-                if part.get("type") == "text":
-                    out.append(part["text"])
-    return " ".join(out)
-
-
-def resend(history):
-    """A history returned by the client, ready to send back: its files are uploaded again with handle_file."""
-    out = []
-    for m in history:
-        content = [{"type": "file", "file": handle_file(p["file"] if isinstance(p["file"], str) else p["file"]["path"])}
-                   if p.get("type") == "file" else p for p in m["content"]]
-        out.append({**m, "content": content})
-    return out
-
-
-def _files(history, role="assistant"):
-    return [p["file"]["path"] if isinstance(p.get("file"), dict) else p["file"]
-            for m in history if m["role"] == role for p in m["content"] if p.get("type") == "file"]
 
 
 def test_streamed_answer_arrives_in_several_updates(client):

@@ -85,8 +85,9 @@ class GriffinLimVocoder(ModelMixin, ConfigMixin):
         super().__init__()
         # The pipeline turns seconds into frames with prod(upsample_rates) / sampling_rate: that must be the hop.
         fb = mel_filterbank(n_fft, model_in_dim, sampling_rate, f_min, f_max)
-        # Non-persistent: rebuilt from the config, so the folder holds no weights that could drift from it.
-        self.register_buffer("inverse_fb", torch.linalg.pinv(fb), persistent=False)  # (n_fft//2+1, n_mels)
+        # The pseudo-inverse of the filterbank is the inversion's one linear map. It is kept as a (persistent) buffer
+        # so that the folder has the usual weights file, which diffusers' loader expects of every model.
+        self.register_buffer("inverse_fb", torch.linalg.pinv(fb))  # (n_fft//2+1, n_mels)
         self.register_buffer("window", torch.hann_window(win_length), persistent=False)
 
     @property

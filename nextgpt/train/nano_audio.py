@@ -284,7 +284,7 @@ def train_text(cfg: Config) -> None:
         step += 1
         if step % 50 == 0 or step == cfg.text_steps:
             extra = text_report(text_encoder, tokenizer, tower, val) if step % 200 == 0 or step == cfg.text_steps else {}
-            run.log(step, part="text", loss=float(loss), steps_per_s=round(50 / max(time.monotonic() - t0, 1e-9), 3),
+            run.log(step, part="text", loss=loss.item(), steps_per_s=round(50 / max(time.monotonic() - t0, 1e-9), 3),
                     **extra)
             t0 = time.monotonic()
         run.maybe_save(step, modules, {"opt": opt})
@@ -393,7 +393,7 @@ def train_vae(cfg: Config) -> None:
         step += 1
         if step % 50 == 0 or step == cfg.vae_steps:
             extra = vae_report(vae, val, 12) if step % 250 == 0 else {}
-            run.log(step, part="vae", loss=float(loss), l1=float(rec), kl=float(kl),
+            run.log(step, part="vae", loss=loss.item(), l1=rec.item(), kl=kl.item(),
                     steps_per_s=round(50 / max(time.monotonic() - t0, 1e-9), 3), **extra)
             t0 = time.monotonic()
         run.maybe_save(step, {"vae": vae}, {"opt": opt})
@@ -420,8 +420,8 @@ def train_vocoder(cfg: Config) -> None:
     run = Run(Path(cfg.run) / "vocoder", cfg.save_every_s)
     voc = GriffinLimVocoder().eval()
     val = load_sounds(cfg.world, "validation")
-    ok, n = {"colour": 0, "rhythm": 0}, len(val["mels"])
-    for mel, it in zip(val["mels"], val["items"]):
+    ok, n = {"colour": 0, "rhythm": 0}, min(len(val["mels"]), 48)
+    for mel, it in zip(val["mels"][:n], val["items"][:n]):
         found = oracles.sound_attributes(voc(mel).numpy(), MelConfig.sampling_rate)
         for k in ok:
             ok[k] += found[k] == it["attributes"][k]
@@ -566,7 +566,7 @@ def train_unet(cfg: Config) -> None:
         with torch.no_grad():  # EMA with a warm start: early on the average follows the weights closely
             d = min(cfg.ema_decay, (1 + step) / (10 + step))
             torch._foreach_lerp_(list(ema.parameters()), list(unet.parameters()), 1 - d)
-        losses.append(float(loss))
+        losses.append(loss.item())
         if step % 50 == 0 or step == cfg.unet_steps:
             extra = {}
             if step % cfg.score_every == 0 or step == cfg.unet_steps:

@@ -62,7 +62,7 @@ class Config:
     out: str = "assets/nano/encoder"
     cache: str = ""  # preprocessed inputs; default <run>/cache
     seed: int = 0
-    steps: int = 2000
+    steps: int = 1000
     batch_size: int = 64  # items per modality per step
     lr: float = 1e-3
     min_lr: float = 5e-5
@@ -70,7 +70,7 @@ class Config:
     weight_decay: float = 0.05
     fresh_caption_p: float = 0.5  # chance of replacing an item's caption by a fresh one with the same attributes
     log_every: int = 25
-    eval_every: int = 250  # validation retrieval line in the log
+    eval_every: int = 100  # validation retrieval line in the log
     save_every_s: float = 180.0
     threads: int = 1  # the machine is shared: one thread per training process
     # the model (ImageBindModel constructor arguments, see model_kwargs)

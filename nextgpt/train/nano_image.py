@@ -273,7 +273,11 @@ def train_text(cfg: Config) -> Path:
         losses = {}
         for m, (pixels, items) in data.items():
             idx = rng.choice(len(items), size=min(cfg.text_batch, len(items)), replace=False)
-            text = head(encoder(cache.tokens(captions_for(items, idx, rng, cfg.fresh_caption_p))).pooler_output)
+            ids = cache.tokens(captions_for(items, idx, rng, cfg.fresh_caption_p))
+            # CLIP's attention is causal, so positions after the end token cannot change the pooled (end-token)
+            # output: cut the batch at its longest caption, ~4x less work than all 77 positions.
+            ids = ids[:, : int((ids == 49407).int().argmax(1).max()) + 1]
+            text = head(encoder(ids).pooler_output)
             media = towers[m](tower_input(pixels[idx]))
             losses[m] = soft_clip_loss(media, text, labels[m][idx], log_scale.exp().clamp(max=100))
         loss = sum(losses.values())

@@ -1,0 +1,313 @@
+"""Pretrain LLM-nano: a byte-level BPE tokenizer and a small `LlamaForCausalLM` on the world's text (Vicuna's stand-in).
+
+    python -m nextgpt.train.nano_llm [--steps N] [--run runs/nano/llm] [--out assets/nano/llm]
+
+Read it top to bottom: config, the corpus (the world's dialogues in NExT-GPT's `### Human: ... \\n### Assistant:`
+template, plus captions and a few facts of the world), the tokenizer, the model, the training loop, held-out
+perplexity and greedy samples, and export as a Hugging Face folder (fp16 safetensors + tokenizer files).
+
+Why it looks like this
+----------------------
+* Vicuna brings two things to NExT-GPT: the language and the turn format. Here the language is the world's (colours,
+  shapes, positions, motions, notes, rhythms, and the dialogue wordings), and the format is exactly the one
+  `nextgpt.conversation` builds: `### Human: {user}\\n### Assistant: {answer}\\n### Human: ...\\n###`, so the model
+  learns to close an answer with "\\n###", where generation stops.
+* Media do not exist for a text-only model. A medium the human hands over is, half the time, replaced by its caption
+  in parentheses and otherwise left out; a medium the assistant produces is left out (the text around it stays).
+  Stage 3 of NExT-GPT later teaches the model to put signal tokens there.
+* The world's default 2,000 dialogues (1,600 in train) are little text, so the corpus also draws dialogues from the
+  world's own generator with other seeds (text only, no media rendered), plus "describe ..." requests answered by
+  a caption, and the fixed facts of the world (each colour's note and register). Held-out perplexity is measured on
+  the default world's validation dialogues and captions, which the model never sees.
+* Documents are `<s> text </s>` (the model adds `<s>` before a prompt itself), packed into one stream; each step
+  takes random windows of it, drawn from (seed, step), so a resumed run draws what the uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nextgpt.conversation import ASSISTANT, HUMAN, NEXT_HUMAN, TURN_END
+from nextgpt.nano import world as W
+from nextgpt.train.common import Run, seed_everything
+
+SPECIALS = ["<unk>", "<s>", "</s>"]
+
+
+# --- config ----------------------------------------------------------------------------------------------------
+
+@dataclass
+class Config:
+    world: str = "data/nano-world"
+    run: str = "runs/nano/llm"
+    out: str = "assets/nano/llm"
+    seed: int = 0
+    extra_dialogues: int = 20000  # text-only dialogues from the generator with other seeds
+    vocab_size: int = 1024
+    steps: int = 600
+    batch_size: int = 16
+    block_size: int = 256
+    lr: float = 2e-3
+    min_lr: float = 1e-4
+    warmup: int = 50
+    weight_decay: float = 0.1
+    log_every: int = 10
+    eval_every: int = 100
+    save_every_s: float = 180.0
+    threads: int = 1  # the machine is shared: one thread per training process
+    # the model (LlamaConfig)
+    hidden_size: int = 256
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    intermediate_size: int = 688
+    max_position_embeddings: int = 512
+
+    def llama_kwargs(self, tokenizer) -> dict:
+        return dict(
+            vocab_size=len(tokenizer), hidden_size=self.hidden_size, intermediate_size=self.intermediate_size,
+            num_hidden_layers=self.num_hidden_layers, num_attention_heads=self.num_attention_heads,
+            num_key_value_heads=self.num_attention_heads, max_position_embeddings=self.max_position_embeddings,
+            rms_norm_eps=1e-6, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,  # as Vicuna
+        )
+
+
+# --- the corpus ------------------------------------------------------------------------------------------------
+
+def render_dialogue(record: dict, rng: np.random.Generator, describe_p: float = 0.5) -> str:
+    """A MosIT-style record -> NExT-GPT's template, media replaced by "(caption)" or left out (see the docstring)."""
+    captions = {it[f"{m}_name"]: it["caption"] for m in ("image", "video", "audio")
+                for it in record.get(f"{m}_list", [])}
+    text = ""
+    for i, turn in enumerate(record["conversation"]):
+        value, pieces, at = turn["value"], [], 0
+        for media in sorted(turn["media"], key=lambda x: x["at"]):
+            pieces.append(value[at:media["at"]].strip())
+            if turn["from"] == "human" and rng.uniform() < describe_p:
+                pieces.append(f"({captions[media['name']]})")
+            at = media["at"]
+        pieces.append(value[at:].strip())
+        said = " ".join(p for p in pieces if p)
+        if turn["from"] == "human":
+            text += (HUMAN if i == 0 else NEXT_HUMAN) + said + ASSISTANT
+        else:
+            text += " " + said + TURN_END
+    return text
+
+
+_DESCRIBE_ASK = ("describe {np}", "Describe {np}.", "What is {np}?", "Tell me about {np}.")
+_FACT_ASK = ("What note is {c}?", "Which note belongs to {c}?", "What does {c} sound like?")
+_FACT_SAY = ("The note of {c} is {note}, a {reg} tone.", "{C} is the note {note}. It sounds {reg}.")
+
+
+def extra_documents(seed: int, n_dialogues: int, rng: np.random.Generator) -> list[str]:
+    """Text-only dialogues from the generator (with a seed other than the world's), describe-requests, facts."""
+    records, _ = W._dialogues(seed, n_dialogues)  # the generator's dialogue text; no media are rendered
+    docs = [render_dialogue(r, rng) for r in records]
+    for _ in range(n_dialogues // 4):
+        m = ("image", "video", "audio")[int(rng.integers(3))]
+        attrs = W.random_attributes(m, rng)
+        ask = _DESCRIBE_ASK[int(rng.integers(len(_DESCRIBE_ASK)))].format(np=W.noun_phrase(m, attrs, rng))
+        answer = W.caption(m, attrs, rng)
+        docs.append(HUMAN + ask + ASSISTANT + " " + answer[0].upper() + answer[1:] + "." + TURN_END)
+    for c in W.COLOURS:
+        for ask in _FACT_ASK:
+            say = _FACT_SAY[int(rng.integers(len(_FACT_SAY)))].format(c=c, C=c.capitalize(), note=W.NOTE_NAMES[c], reg=W.REGISTER[c])
+            docs.append(HUMAN + ask.format(c=c) + ASSISTANT + " " + say + TURN_END)
+    return docs
+
+
+def world_documents(world_dir, split: str, rng: np.random.Generator) -> list[str]:
+    """The default world's dialogues and pair captions of one split."""
+    world_dir = Path(world_dir)
+    docs = [render_dialogue(r, rng) for r in json.loads((world_dir / split / "dialogues.json").read_text())]
+    for file in W.PAIR_FILES.values():
+        docs += [r["caption"] for r in json.loads((world_dir / split / file).read_text())]
+    return docs
+
+
+def corpus(cfg: Config) -> dict[str, list[str]]:
+    rng = np.random.default_rng([cfg.seed, 1])
+    train = world_documents(cfg.world, "train", rng)
+    # Other seeds than the world's (1000 + seed), so no generated dialogue is a copy of a held-out one by design.
+    train += extra_documents(1000 + cfg.seed, cfg.extra_dialogues, rng)
+    order = rng.permutation(len(train))
+    return {"train": [train[i] for i in order], "validation": world_documents(cfg.world, "validation", rng)}
+
+
+# --- the tokenizer ---------------------------------------------------------------------------------------------
+
+def train_tokenizer(texts: list[str], vocab_size: int):
+    """Byte-level BPE (every byte encodable, so no <unk> in practice), wrapped as a transformers fast tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer)
+    # pad = eos, as in the release; NExT-GPT adds <s> itself, so no post-processor adds specials.
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   pad_token="</s>")
+
+
+def token_stream(tokenizer, docs: list[str]) -> torch.Tensor:
+    ids = tokenizer(docs, add_special_tokens=False).input_ids
+    out = []
+    for d in ids:
+        out += [tokenizer.bos_token_id, *d, tokenizer.eos_token_id]
+    return torch.tensor(out, dtype=torch.long)
+
+
+# --- training --------------------------------------------------------------------------------------------------
+
+def lr_at(cfg: Config, step: int) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * t))
+
+
+@torch.no_grad()
+def perplexity(model, stream: torch.Tensor, block_size: int, batch_size: int = 16) -> float:
+    """exp(mean next-token loss) over the stream cut into consecutive blocks."""
+    model.eval()
+    n = (len(stream) - 1) // block_size
+    x = stream[: n * block_size].view(n, block_size)
+    y = stream[1: n * block_size + 1].view(n, block_size)
+    total, count = 0.0, 0
+    for s in range(0, n, batch_size):
+        logits = model(input_ids=x[s:s + batch_size]).logits
+        total += torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), y[s:s + batch_size].flatten(),
+                                                   reduction="sum").item()
+        count += y[s:s + batch_size].numel()
+    model.train()
+    return math.exp(total / max(1, count))
+
+
+SAMPLE_PROMPTS = (
+    "### Human: describe a red circle\n### Assistant:",
+    "### Human: Draw a blue star on the left.\n### Assistant:",
+    "### Human: Make a video of a green square moving up.\n### Assistant:",
+    "### Human: What note is purple?\n### Assistant:",
+    "### Human: Here is a picture: (a yellow triangle in the middle) What colour is the shape?\n### Assistant:",
+)
+
+
+@torch.no_grad()
+def samples(model, tokenizer, prompts=SAMPLE_PROMPTS, max_new_tokens: int = 48) -> list[str]:
+    """Greedy continuations (as NExT-GPT prompts: <s> added by hand), cut after the first "###"."""
+    model.eval()
+    out = []
+    for p in prompts:
+        ids = torch.tensor([[tokenizer.bos_token_id, *tokenizer(p, add_special_tokens=False).input_ids]])
+        gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                             do_sample=False, pad_token_id=tokenizer.eos_token_id)
+        text = tokenizer.decode(gen[0, ids.shape[1]:], skip_special_tokens=True)
+        out.append(p + (text[: text.index("###") + 3] if "###" in text else text))
+    model.train()
+    return out
+
+
+def train(cfg: Config) -> dict:
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    run = Run(cfg.run, save_every_s=cfg.save_every_s)
+    (Path(cfg.run) / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1) + "\n")
+
+    docs = corpus(cfg)
+    tok_dir = Path(cfg.run) / "tokenizer"  # trained once, so a resumed run keeps the same ids
+    if (tok_dir / "tokenizer.json").exists():
+        tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+    else:
+        tokenizer = train_tokenizer(docs["train"], cfg.vocab_size)
+        tokenizer.save_pretrained(tok_dir)
+    streams = {k: token_stream(tokenizer, v) for k, v in docs.items()}
+    print(f"vocab {len(tokenizer)}, train tokens {len(streams['train']):,}, "
+          f"validation tokens {len(streams['validation']):,}", flush=True)
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = LlamaForCausalLM(LlamaConfig(**cfg.llama_kwargs(tokenizer)))
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    step, _ = run.resume({"model": model}, {"opt": opt})
+    if step:
+        print(f"resumed from step {step}", flush=True)
+
+    model.train()
+    train_stream, started, ppl = streams["train"], time.time(), None
+    while step < cfg.steps:
+        rng = np.random.default_rng([cfg.seed, step])
+        ix = torch.from_numpy(rng.integers(0, len(train_stream) - cfg.block_size - 1, size=cfg.batch_size))
+        x = torch.stack([train_stream[i: i + cfg.block_size] for i in ix])
+        y = torch.stack([train_stream[i + 1: i + cfg.block_size + 1] for i in ix])
+        for group in opt.param_groups:
+            group["lr"] = lr_at(cfg, step)
+        logits = model(input_ids=x).logits
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            run.log(step, loss=loss.item(), lr=lr_at(cfg, step - 1),
+                    s_per_step=round((time.time() - started) / max(1, step), 3))
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            ppl = perplexity(model, streams["validation"], cfg.block_size)
+            run.log(step, split="validation", perplexity=ppl)
+        if step < cfg.steps:
+            run.maybe_save(step, {"model": model}, {"opt": opt})
+    run.save(step, {"model": model}, {"opt": opt})
+
+    if ppl is None:
+        ppl = perplexity(model, streams["validation"], cfg.block_size)
+    texts = samples(model, tokenizer)
+    (Path(cfg.run) / "samples" / f"step{step:06d}.txt").write_text("\n\n".join(texts) + "\n")
+    out = export(model, tokenizer, cfg.out)
+    (out / "eval.json").write_text(json.dumps({"validation_perplexity": ppl, "steps": step, "samples": texts},
+                                              indent=1) + "\n")
+    size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
+    print(f"validation perplexity {ppl:.3f}; exported to {out} ({size:.1f} MB)\n", flush=True)
+    print("\n\n".join(texts), flush=True)
+    return {"step": step, "validation_perplexity": ppl, "samples": texts}
+
+
+def export(model, tokenizer, out) -> Path:
+    """A Hugging Face folder: fp16 model.safetensors + config.json + the tokenizer files."""
+    import copy
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    half = copy.deepcopy(model).to(torch.float16)
+    half.generation_config.pad_token_id = tokenizer.eos_token_id
+    half.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m nextgpt.train.nano_llm", description=__doc__.split("\n\n")[0])
+    for f in dataclasses.fields(Config):
+        p.add_argument(f"--{f.name}", type=type(f.default), default=f.default)
+    train(Config(**vars(p.parse_args(argv))))
+
+
+if __name__ == "__main__":
+    main()
