@@ -1,0 +1,295 @@
+"""Benchmarks: where the time of one turn goes, what the wrapper and the app cost, and how cost grows.
+
+    python -m bench.run [--model tiny] [--repeat 5] [--json bench/results-tiny.json] [--skip app,cold]
+    python -m bench.run --compare OLD.json NEW.json     # ratios NEW / OLD, to judge a change on one machine
+
+Every figure is the median of `--repeat` runs (after one warm-up). Nothing here is asserted: targets (wrapper
+<= 1.05x, app <= 1.15x) are printed next to the measured ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+MEDIA = ROOT / "assets" / "examples"
+
+
+def timed(fn, repeat: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _turn(model, text="Show me a picture.", media=()):
+    from nextgpt import Media, Message
+
+    return [Message("user", [*[Media(m, str(p)) for m, p in media], text])]
+
+
+def stages(model, repeat: int, tmp: Path) -> dict:
+    """Each stage of one any-to-any turn, measured on its own."""
+    from nextgpt.conversation import build_prompt
+    from nextgpt.generation import TextDelta
+    from nextgpt.media import Media, preprocess
+
+    items = {"image": MEDIA / "bird_image.jpg", "audio": MEDIA / "bird_audio.wav", "video": MEDIA / "test.mp4"}
+    out = {}
+    for m, path in items.items():
+        out[f"preprocess {m}"] = timed(lambda: preprocess(Media(m, str(path))), repeat)
+        x = preprocess(Media(m, str(path)))[None]
+        out[f"encode {m}"] = timed(lambda: model.encoder.embed(m, x), repeat)
+    messages = _turn(model, media=[("image", items["image"])])
+    segments = build_prompt(messages)
+    model.embed_prompt(segments)  # fills the encoder's cache: the next line times assembly + projection only
+    out["prompt assembly"] = timed(lambda: model.embed_prompt(segments), repeat)
+    prompt = model.embed_prompt(segments)
+    with torch.inference_mode():
+        out["prefill"] = timed(lambda: model.llm(inputs_embeds=prompt), repeat)
+
+    def first_token():
+        for event in model.chat(messages, seed=0, output="text"):
+            if isinstance(event, TextDelta):
+                break
+
+    out["time to first text token"] = timed(first_token, repeat)
+    n = 64
+    gen_time = timed(lambda: model.generate(messages, seed=0, output="text", max_new_tokens=n, decode_media=False),
+                     repeat)
+    result = model.generate(messages, seed=0, output="text", max_new_tokens=n, decode_media=False)
+    tokens = len(model.tokenizer(result.text, add_special_tokens=False).input_ids) or 1
+    out["tokens per second"] = tokens / gen_time
+    hidden = {m: torch.randn(1, len(ids), model.config.llm.hidden_size) for m, ids in model.signal_ids.items()}
+    for m in ("image", "video", "audio"):
+        with torch.inference_mode():
+            out[f"output projection {m}"] = timed(lambda: model.project_signal(m, hidden[m], model.signal_ids[m]),
+                                                  repeat)
+            cond = model.project_signal(m, hidden[m], model.signal_ids[m])
+        out[f"decoder {m}"] = timed(lambda: model.decoders.decode(m, cond, seed=0), repeat)
+        media = model.decoders.decode(m, cond, seed=0)
+        suffix = {"image": ".png", "video": ".mp4", "audio": ".wav"}[m]
+        out[f"write {m}"] = timed(lambda: model.decoders.write(media, tmp / f"x{suffix}"), repeat)
+    return out
+
+
+def wrapper_overhead(model, repeat: int, tmp: Path) -> dict:
+    """`generate` against the same work done by calling the parts directly (no thread, no streaming)."""
+    from transformers import LogitsProcessorList, StoppingCriteriaList
+    from transformers.generation.stopping_criteria import StopStringCriteria
+
+    from nextgpt.conversation import build_prompt
+    from nextgpt.generation import STOP, SignalRunLogitsProcessor, find_runs
+
+    messages = _turn(model, media=[("image", MEDIA / "bird_image.jpg")])
+    cfg = model.config.generation
+
+    def direct():
+        with torch.inference_mode():
+            prompt = model.embed_prompt(build_prompt(messages))
+            torch.manual_seed(0)
+            processor = SignalRunLogitsProcessor(model.signal_ids, model.media_ids, model._stop_like, force="image",
+                                                 max_runs=1, max_new_tokens=cfg.max_new_tokens)
+            ids = model.llm.generate(
+                inputs_embeds=prompt, attention_mask=torch.ones(prompt.shape[:2], dtype=torch.long),
+                max_new_tokens=cfg.max_new_tokens, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p,
+                top_k=None, logits_processor=LogitsProcessorList([processor]),
+                stopping_criteria=StoppingCriteriaList([StopStringCriteria(model.tokenizer, [STOP])]),
+                pad_token_id=model.tokenizer.pad_token_id, eos_token_id=model.tokenizer.eos_token_id,
+            )[0].tolist()
+            model.tokenizer.decode(ids, skip_special_tokens=True)
+            for r in find_runs(ids, model.signal_ids):
+                hidden = model.signal_hidden(prompt, ids, r.start, len(r.ids))
+                cond = model.project_signal(r.modality, hidden, list(r.ids))
+                model.decoders.write(model.decoders.decode(r.modality, cond, seed=0), tmp / "direct.png")
+
+    library = timed(lambda: model.generate(messages, seed=0, output="image", out_dir=tmp), repeat)
+    parts = timed(direct, repeat)
+    return {"library turn (s)": library, "parts called directly (s)": parts, "wrapper ratio": library / parts}
+
+
+def app_overhead(model, repeat: int, tmp: Path) -> dict:
+    """A gradio_client turn against the app (in this process, on 127.0.0.1) vs the same library call."""
+    from gradio_client import Client
+
+    from demo import AppSettings, build_demo
+    from nextgpt.serve import ChatService
+
+    settings = AppSettings(outputs=str(tmp / "outputs"))
+    demo = build_demo(ChatService(model, settings.limits()), settings)
+    demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(demo.local_url, verbose=False)
+        message = {"text": "Show me a picture.", "files": []}
+        app = timed(lambda: client.predict(message, [], "image", 0, api_name="/chat"), repeat)
+        lib = timed(lambda: model.generate(_turn(model), seed=0, output="image", out_dir=tmp), repeat)
+    finally:
+        demo.close()
+    return {"app turn via gradio_client (s)": app, "library turn (s)": lib, "app ratio": app / lib}
+
+
+def decoder_caching(model, repeat: int) -> dict:
+    """The first image request (loads the pipeline), a cached one, and reloading per request as the official demo."""
+    from nextgpt.decoders import Decoders
+
+    cfg = model.config
+    cond = torch.randn(1, cfg.output_projectors["image"].num_queries, cfg.output_projectors["image"].out_dim)
+
+    def fresh():
+        return Decoders(cfg.decoders, cond_dims={m: c.out_dim for m, c in cfg.output_projectors.items()})
+
+    d = fresh()
+    start = time.perf_counter()
+    d.decode("image", cond, seed=0)
+    first = time.perf_counter() - start
+    cached = timed(lambda: d.decode("image", cond, seed=0), repeat)
+    reload = timed(lambda: fresh().decode("image", cond, seed=0), repeat)
+    return {"first image request (s)": first, "cached request (s)": cached, "reload per request (s)": reload,
+            "reload / cached": reload / cached}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cold_start(model_name: str) -> dict:
+    """`python app.py` to a page that answers, and the peak RSS of one full any-to-any turn in a fresh process."""
+    port = _free_port()
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "app.py", "--model", model_name, "--port", str(port)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ready = None
+    try:
+        while time.perf_counter() - start < 300 and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=2) as r:
+                    if r.status == 200:
+                        ready = time.perf_counter() - start
+                        break
+            except OSError:
+                time.sleep(0.2)
+    finally:
+        proc.terminate()
+        proc.wait()
+    code = (
+        "import resource, sys\n"
+        "from nextgpt.model import NextGPT\nfrom nextgpt import Media, Message\n"
+        f"m = NextGPT.from_pretrained({model_name!r})\n"
+        f"msg = [Message('user', [Media('image', {str(MEDIA / 'bird_image.jpg')!r}), "
+        f"Media('audio', {str(MEDIA / 'bird_audio.wav')!r}), Media('video', {str(MEDIA / 'test.mp4')!r}), 'go'])]\n"
+        "for out in ('image', 'video', 'audio'):\n    m.generate(msg, seed=0, output=out)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    rss = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    return {"python app.py to a ready page (s)": ready,
+            "peak RSS of any-to-any turns (MB)": int(rss.stdout.strip().splitlines()[-1]) / 1024}
+
+
+def growth(model, repeat: int, tmp: Path) -> dict:
+    """Time per text turn against history length (turns with an image each), and image time against steps."""
+    from nextgpt import Media, Message
+
+    out = {}
+    img = str(MEDIA / "bird_image.jpg")
+    for turns in (1, 4, 16):
+        history = []
+        for i in range(turns - 1):
+            history += [Message("user", [Media("image", img), f"turn {i}"]), Message("assistant", "ok")]
+        history.append(Message("user", [Media("image", img), "and now?"]))
+        out[f"turn with {turns} turns of history (s)"] = timed(
+            lambda: model.generate(history, seed=0, output="text", max_new_tokens=16), repeat)
+    base = model.config.decoders["image"].num_inference_steps
+    cfg = model.config.output_projectors["image"]
+    cond = torch.randn(1, cfg.num_queries, cfg.out_dim)
+    for steps in (base, base * 2, base * 4):
+        out[f"image decoder at {steps} steps (s)"] = timed(
+            lambda: model.decoders.decode("image", cond, seed=0, num_inference_steps=steps), repeat)
+    return out
+
+
+SECTIONS = {"stages": stages, "wrapper": wrapper_overhead, "app": app_overhead, "caching": decoder_caching,
+            "growth": growth}
+
+
+def run(model_name: str, repeat: int, skip: set[str]) -> dict:
+    from nextgpt.model import NextGPT
+
+    torch.manual_seed(0)
+    model = NextGPT.from_pretrained(model_name)
+    results = {"model": model_name, "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, fn in SECTIONS.items():
+            if name in skip:
+                continue
+            args = (model, repeat) if name == "caching" else (model, repeat, Path(tmp))
+            results[name] = fn(*args)
+            print(format_section(name, results[name]), flush=True)
+    if "cold" not in skip:
+        results["cold"] = cold_start(model_name)
+        print(format_section("cold", results["cold"]), flush=True)
+    return results
+
+
+TARGETS = {"wrapper ratio": "<= 1.05", "app ratio": "<= 1.15"}
+
+
+def format_section(name: str, values: dict) -> str:
+    lines = [f"\n## {name}"]
+    for k, v in values.items():
+        unit = "" if "(" in k or "ratio" in k or "/" in k or "per second" in k else " s"
+        target = f"   (target {TARGETS[k]})" if k in TARGETS else ""
+        lines.append(f"  {k:45s} {v:10.4f}{unit}{target}" if isinstance(v, float) else f"  {k:45s} {v}")
+    return "\n".join(lines)
+
+
+def compare(old: dict, new: dict) -> str:
+    lines = [f"ratios new / old ({new.get('model')} vs {old.get('model')}); below 1 is faster"]
+    for section, values in new.items():
+        if not isinstance(values, dict) or not isinstance(old.get(section), dict):
+            continue
+        lines.append(f"\n## {section}")
+        for k, v in values.items():
+            o = old[section].get(k)
+            if isinstance(v, (int, float)) and isinstance(o, (int, float)) and o:
+                lines.append(f"  {k:45s} {o:10.4f} -> {v:10.4f}   x{v / o:.3f}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="tiny")
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--skip", default="", help="comma-separated sections: " + ",".join([*SECTIONS, "cold"]))
+    p.add_argument("--json", help="write the results here")
+    p.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"))
+    a = p.parse_args(argv)
+    if a.compare:
+        old, new = (json.loads(Path(f).read_text()) for f in a.compare)
+        print(compare(old, new))
+        return 0
+    results = run(a.model, a.repeat, {s for s in a.skip.split(",") if s})
+    if a.json:
+        Path(a.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
