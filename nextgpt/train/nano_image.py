@@ -584,7 +584,11 @@ def parse_config(argv=None, cls=Config, prog="python -m nextgpt.train.nano_image
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     for f in dataclasses.fields(cls):
         default = f.default
-        kind = (lambda s: tuple(int(v) for v in s.split(","))) if isinstance(default, tuple) else type(default)
+        kind = type(default)
+        if isinstance(default, tuple):
+            kind = lambda s: tuple(int(v) for v in s.split(","))  # noqa: E731
+        elif isinstance(default, bool):
+            kind = lambda s: s.lower() in ("1", "true", "yes")  # noqa: E731
         p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, default=default)
     p.add_argument("--eval", action="store_true", help="evaluate the exported pipeline at --out and print JSON")
     p.add_argument("--n", type=int, default=None, help="with --eval: first N test captions")
