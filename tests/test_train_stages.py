@@ -37,7 +37,8 @@ def test_stage3_examples_put_context_media_in_slots_and_targets_in_runs(tiny_wor
 def test_three_stages_train_resume_and_save(tiny_world, tmp_path):
     base = NextGPT.from_pretrained("tiny")
     frozen_before = base.llm.base_model.model.model.layers[0].mlp.up_proj.weight.clone()
-    common = dict(data=str(tiny_world), batch_size=2, log_every=1, warmup=1, lr=1e-2)
+    common = dict(data=str(tiny_world), batch_size=2, log_every=1, warmup=1, lr=1e-2,
+                  features=str(tmp_path / "features"))
     s1 = StageConfig(stage=1, model="tiny", out=str(tmp_path / "s1/model"), run=str(tmp_path / "s1"), steps=2, **common)
     train(s1)
     s1.steps = 4
@@ -60,6 +61,7 @@ def test_three_stages_train_resume_and_save(tiny_world, tmp_path):
     q = model3.llm.base_model.model.model.layers[0].self_attn.q_proj
     assert q.lora_B["default"].weight.abs().sum() > 0  # LoRA trained (it starts at zero)
     assert torch.equal(model3.llm.base_model.model.model.layers[0].mlp.up_proj.weight, frozen_before)
+    assert len(list((tmp_path / "features").iterdir())) == 1  # one store served all three stages
 
     again = NextGPT.from_pretrained(s3.out)
     result = again.generate([Message("user", "Show me a red circle.")], seed=0, output="image",

@@ -204,7 +204,7 @@ def train_unet(cfg: Config) -> Path:
         if step % cfg.log_every == 0:
             run.log(step, part="video", loss=loss.item(), lr=lr,
                     steps_per_s=(step - start_step) / max(time.monotonic() - start, 1e-6), train_min=elapsed / 60)
-        if step % cfg.unet_eval_every == 0 or step == cfg.unet_steps:
+        if (step % cfg.unet_eval_every == 0 or step == cfg.unet_steps) and val_items:
             pipe = build_pipeline(text_encoder, tokenizer, vae, ema)
             videos = generate_videos(pipe, [it["caption"] for it in val_items], cfg.guidance, cfg.steps, cfg.seed)
             # one row per video: its 8 frames

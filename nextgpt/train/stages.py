@@ -16,6 +16,7 @@ by a quirk of `resize_token_embeddings`; training only the new rows is the inten
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ class StageConfig:
     data: str = "data/nano-world"  # official layout: {split}/cc3m.json ..., {split}/dialogues.json, images/ ...
     out: str = "runs/stage1/model"  # the trained model folder
     run: str = "runs/stage1"  # resumable state and logs
+    features: str = "runs/features"  # frozen encoder inputs and decoder targets, shared between stages
     steps: int = 1000
     batch_size: int = 8
     grad_accum: int = 1
@@ -106,7 +108,9 @@ class FeatureStore:
     """
 
     def __init__(self, model: NextGPT, examples, folder: Path):
-        self.path = folder / "features.safetensors"
+        # Shared by every stage and run that uses the same frozen parts: one file per encoder + decoders.
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / f"features-{self.fingerprint(model)}.safetensors"
         stored = load_file(str(self.path)) if self.path.exists() else {}
         slots = {(p.modality, p.path) for ex in examples for p in ex if isinstance(p, data.Slot)}
         runs = {(p.modality, p.caption) for ex in examples for p in ex if isinstance(p, data.Run)}
@@ -124,6 +128,16 @@ class FeatureStore:
         if todo_slots or todo_runs:
             save_file({k: v.contiguous() for k, v in stored.items()}, str(self.path))
         self.tensors = stored
+
+    @staticmethod
+    def fingerprint(model: NextGPT) -> str:
+        """A short hash of the encoder's weights and the decoders' sources."""
+        h = hashlib.sha1()
+        for name, t in sorted(model.encoder.state_dict().items()):
+            h.update(name.encode())
+            h.update(t.detach().float().cpu().numpy().tobytes()[:4096])
+        h.update(json.dumps({m: c.pretrained for m, c in model.config.decoders.items()}).encode())
+        return h.hexdigest()[:12]
 
     def media(self, path: str) -> torch.Tensor:
         return self.tensors["media/" + _key(path)]
@@ -228,7 +242,7 @@ def train(cfg: StageConfig) -> NextGPT:
     run = Run(cfg.run)
     model = NextGPT.from_pretrained(cfg.model, device=str(accelerator.device))
     examples = build_examples(cfg)
-    store = FeatureStore(model, examples, run.folder)
+    store = FeatureStore(model, examples, Path(cfg.features))
     params = trainable_parameters(model, cfg.stage)
     decay = [p for p in params if p.ndim >= 2 and p.shape[0] != model.config.llm.vocab_size]
     no_decay = [p for p in params if not any(p is q for q in decay)]  # biases, norms, the masked matrices
