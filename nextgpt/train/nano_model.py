@@ -1,0 +1,91 @@
+"""NExT-GPT nano, part 2: the frozen nano parts assembled into one NExT-GPT and aligned through its three stages.
+
+    python -m nextgpt.train.nano_model [--parts assets/nano] [--world data/nano-world] [--only 1|2|3]
+
+The parts folder holds what part 1 trained (`encoder/`, `llm/`, `image_decoder/`, `video_decoder/`,
+`audio_decoder/`); this script writes the trained NExT-GPT beside them (`config.json`, `nextgpt.safetensors`,
+the tokenizer with the signal tokens), so the folder is the whole shipped model. Each stage resumes from
+`runs/nano-stages/stage<N>/` if a session ended mid-way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import (DecoderConfig, EncoderConfig, GenerationConfig, LLMConfig, LoRAConfig, NextGPTConfig,
+                      OutputProjectorConfig, SignalTokenConfig)
+from .stages import StageConfig, train
+
+
+@dataclass
+class NanoStages:
+    """Steps, batch and learning rate per stage (the world is small; the released recipe ran one epoch each)."""
+
+    steps: dict[int, int] = field(default_factory=lambda: {1: 1500, 2: 2500, 3: 4000})
+    batch_size: dict[int, int] = field(default_factory=lambda: {1: 16, 2: 16, 3: 8})
+    lr: dict[int, float] = field(default_factory=lambda: {1: 1e-3, 2: 1e-3, 3: 5e-4})
+
+
+def nano_config(parts: Path) -> NextGPTConfig:
+    """NExT-GPT at nano size: the same architecture, dimensions read from the trained parts."""
+    parts = Path(parts).resolve()
+    enc = json.loads((parts / "encoder" / "config.json").read_text())
+    llm = json.loads((parts / "llm" / "config.json").read_text())
+    text_dim = json.loads((parts / "image_decoder" / "text_encoder" / "config.json").read_text())["hidden_size"]
+    video_dim = json.loads((parts / "video_decoder" / "text_encoder" / "config.json").read_text())["hidden_size"]
+    clap_dim = json.loads((parts / "audio_decoder" / "text_encoder" / "config.json").read_text())["projection_dim"]
+    proj = dict(d_model=128, nhead=4, num_encoder_layers=2, num_decoder_layers=2, dim_feedforward=512)
+    return NextGPTConfig(
+        name="nextgpt-nano",
+        encoder=EncoderConfig(pretrained=str(parts / "encoder"), model_kwargs=enc.get("model_kwargs", enc)),
+        llm=LLMConfig(pretrained=str(parts / "llm"), tokenizer=str(parts / "llm"), hidden_size=llm["hidden_size"],
+                      vocab_size=0),
+        lora=LoRAConfig(r=8, alpha=16, dropout=0.05),
+        signal=SignalTokenConfig(first_id=None),
+        output_projectors={
+            "image": OutputProjectorConfig(out_dim=text_dim, num_queries=77, **proj),
+            "video": OutputProjectorConfig(out_dim=video_dim, num_queries=77, **proj),
+            "audio": OutputProjectorConfig(out_dim=clap_dim, num_queries=1, **proj),
+        },
+        decoders={
+            "image": DecoderConfig(str(parts / "image_decoder"), 5.0, 20, height=64, width=64),
+            "video": DecoderConfig(str(parts / "video_decoder"), 5.0, 20, height=64, width=64, num_frames=8, fps=8),
+            "audio": DecoderConfig(str(parts / "audio_decoder"), 3.0, 20, audio_length_s=2.0, sample_rate=16000),
+        },
+        generation=GenerationConfig(max_new_tokens=96, temperature=1.0, top_p=0.01),
+    )
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m nextgpt.train.nano_model", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--parts", default="assets/nano")
+    p.add_argument("--world", default="data/nano-world")
+    p.add_argument("--runs", default="runs/nano-stages")
+    p.add_argument("--only", type=int, choices=(1, 2, 3), help="run one stage (its input: the previous output)")
+    a = p.parse_args(argv)
+    runs, plan = Path(a.runs), NanoStages()
+    init = runs / "init"
+    init.mkdir(parents=True, exist_ok=True)
+    nano_config(Path(a.parts)).save(init / "config.json")
+    source = str(init)
+    for stage in (1, 2, 3):
+        out = runs / f"stage{stage}" / "model"
+        if a.only and stage != a.only:
+            source = str(out)
+            continue
+        model = train(StageConfig(
+            stage=stage, model=source, data=a.world, out=str(out), run=str(runs / f"stage{stage}"),
+            steps=plan.steps[stage], batch_size=plan.batch_size[stage], lr=plan.lr[stage], warmup=100,
+            features=str(runs / "features"),
+        ))
+        source = str(out)
+        if stage == 3:
+            model.save_pretrained(a.parts, components=False)  # the shipped folder: parts + config + trained weights
+
+
+if __name__ == "__main__":
+    main()
