@@ -1,7 +1,9 @@
 """The chat app through its API (gradio_client, the app served on 127.0.0.1) and in a real browser."""
 
+import json
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -101,9 +103,15 @@ def test_browser_attach_send_stream_and_see_media(app, media_dir):
         page.wait_for_selector("#message img", timeout=20000)  # the attachment preview
         page.get_by_label("Image", exact=True).check()
         page.locator("#message textarea").fill("Make a picture like this one.")
+        sent = time.perf_counter()
         page.locator("#message textarea").press("Enter")
         page.wait_for_selector("#chatbot .message.bot", timeout=30000)  # streamed text appears
+        first_text = time.perf_counter() - sent
         page.wait_for_selector("#chatbot .message.bot img", timeout=60000)  # then the generated image
+        media = time.perf_counter() - sent
         page.screenshot(path=str(ARTIFACTS / "app-browser.png"), full_page=True)
         browser.close()
+    timings = {"first streamed text (s)": round(first_text, 3), "media shown (s)": round(media, 3)}
+    (ARTIFACTS / "browser-timings.json").write_text(json.dumps(timings))
+    print("browser timings:", timings)
     assert (ARTIFACTS / "app-browser.png").stat().st_size > 10_000

@@ -70,3 +70,22 @@ def test_visible_text_cuts_and_holds_back_the_stop():
     assert visible_text("a # b") == "a # b"
     assert visible_text("Hello ", final=True) == "Hello"
     assert visible_text("caf\ufffd") == "caf"
+
+
+def test_stop_string_in_every_tokenisation():
+    """`###` stops generation whether it arrives as one token or as several (the official code missed [2277, 29937])."""
+    from transformers.generation.stopping_criteria import StopStringCriteria
+
+    from nextgpt.config import tiny
+    from nextgpt.generation import STOP
+    from nextgpt.llm import build_tiny_tokenizer
+
+    tok = build_tiny_tokenizer(tiny().signal)
+    stop = StopStringCriteria(tok, [STOP])
+    hello = tok("Hello there", add_special_tokens=False).input_ids
+    whole = tok("\n###", add_special_tokens=False).input_ids
+    pieces = [i for ch in "\n###" for i in tok(ch, add_special_tokens=False).input_ids]
+    assert whole != pieces
+    for tail in (whole, pieces):
+        assert bool(stop(torch.tensor([hello + tail]), None)[0])
+    assert not bool(stop(torch.tensor([hello + pieces[:-1]]), None)[0])
