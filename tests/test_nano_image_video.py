@@ -65,7 +65,7 @@ def test_image_parts_resume_and_export(tiny):
     assert embeds.shape == (1, 77, 32)  # the conditioning NExT-GPT's image output projector regresses (issue 6)
     img = pipe(prompt_embeds=embeds, num_inference_steps=2, height=64, width=64, output_type="np").images
     assert img.shape == (1, 64, 64, 3) and np.isfinite(img).all()
-    scores = nano_image.evaluate(out, tiny / "world", n=2, steps=2)
+    scores = nano_image.evaluate(out, tiny / "world", split="train", n=2, steps=2)  # tiny world: no test items
     assert scores["n"] == 2 and {"colour", "shape", "position"} <= set(scores)
 
 
@@ -89,5 +89,5 @@ def test_video_resume_and_export(tiny):
     frames = pipe("a red circle moving left", num_inference_steps=2, height=64, width=64, num_frames=8,
                   output_type="np").frames
     assert np.asarray(frames).shape == (1, 8, 64, 64, 3)
-    scores = nano_video.evaluate(tiny / "video_decoder", tiny / "world", n=1, steps=2)
+    scores = nano_video.evaluate(tiny / "video_decoder", tiny / "world", split="train", n=1, steps=2)
     assert scores["n"] == 1 and {"colour", "direction"} <= set(scores)

@@ -10,23 +10,23 @@ not learn pitch (3/32 tones right; issue 5), and HiFi-GAN's own recipe needs far
 CPU gives inside the 90-minute budget of this part. The nano world's sounds are a note with two weak harmonics,
 gated on and off: their log-mel spectrogram holds all that the oracles read (the strongest partial and the
 envelope), and a pseudo-inverse of the mel filterbank followed by Griffin-Lim phase recovery brings both back.
-So the pipeline's vocoder is this module: no weights, the same call signature as `SpeechT5HifiGan`
+So the pipeline's vocoder is this module: nothing learned, the same call signature as `SpeechT5HifiGan`
 ((B, T, bins) or (T, bins) log-mel -> (B, T * hop) or (T * hop,) waveform) and the config fields the pipeline reads
 (`model_in_dim`, `sampling_rate`, `upsample_rates`).
 
-Why a diffusers `ModelMixin`. `AudioLDMPipeline.save_pretrained` records each component as (module, class) in
+Why a SpeechT5HifiGan subclass. `AudioLDMPipeline.save_pretrained` records each component as (module, class) in
 model_index.json; a class outside diffusers/transformers is recorded under its full module path
-(`nextgpt.nano.vocoder`), and `from_pretrained` imports that module and loads the class with the method of the
-base class it finds there (`ModelMixin` -> `from_pretrained`, reading config.json). So this module imports
-`ModelMixin` by that name on purpose.
+(`nextgpt.nano.vocoder`), and `from_pretrained` imports that module and loads the class with the loading method of
+the base class it finds there by name (`PreTrainedModel` -> `from_pretrained`, reading config.json and
+model.safetensors). Being a `SpeechT5HifiGan` also passes the pipeline's check of the vocoder's type.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from diffusers import ConfigMixin, ModelMixin  # noqa: F401  (ModelMixin must be importable from this module)
-from diffusers.configuration_utils import register_to_config
+# PreTrainedModel must be importable from this module by that name: see "Why a SpeechT5HifiGan subclass" above.
+from transformers import PreTrainedModel, SpeechT5HifiGan, SpeechT5HifiGanConfig
 
 __all__ = ["MelConfig", "mel_filterbank", "log_mel", "GriffinLimVocoder"]
 
@@ -71,45 +71,54 @@ def log_mel(wave: torch.Tensor | np.ndarray, cfg: type[MelConfig] = MelConfig) -
     return out.reshape(*lead, *out.shape[1:])
 
 
-class GriffinLimVocoder(ModelMixin, ConfigMixin):
+class GriffinLimVocoder(SpeechT5HifiGan):
     """Log-mel -> waveform by mel pseudo-inverse and fast Griffin-Lim (momentum 0.99), deterministic (zero phase
-    start), no learned weights. Called by `AudioLDMPipeline` exactly like `SpeechT5HifiGan`."""
+    start), no learned weights. Called by `AudioLDMPipeline` exactly like `SpeechT5HifiGan`.
 
-    config_name = "config.json"
+    A subclass of `SpeechT5HifiGan` with the same config class, so the pipeline's type check accepts it and
+    `config.model_in_dim / sampling_rate / upsample_rates` mean what the pipeline expects; it skips HiFi-GAN's
+    layers and keeps its own settings (n_fft, n_iter, ...) as extra config fields. Build one with `build()`."""
 
-    @register_to_config
-    def __init__(self, model_in_dim: int = MelConfig.n_mels, sampling_rate: int = MelConfig.sampling_rate,
-                 upsample_rates: tuple = (MelConfig.hop_length,), n_fft: int = MelConfig.n_fft,
-                 win_length: int = MelConfig.win_length, f_min: float = MelConfig.f_min,
-                 f_max: float = MelConfig.f_max, n_iter: int = 32, momentum: float = 0.99):
-        super().__init__()
+    def __init__(self, config: SpeechT5HifiGanConfig):
+        PreTrainedModel.__init__(self, config)  # not SpeechT5HifiGan.__init__: no HiFi-GAN layers
+        fb = mel_filterbank(config.n_fft, config.model_in_dim, config.sampling_rate, config.f_min, config.f_max)
+        # The pseudo-inverse of the filterbank is the inversion's one linear map, saved as the folder's one weight
+        # (a frozen Parameter rather than a buffer: transformers reads a model's dtype from its parameters).
+        self.inverse_fb = torch.nn.Parameter(torch.linalg.pinv(fb), requires_grad=False)  # (n_fft//2+1, n_mels)
+        self.post_init()
+
+    @classmethod
+    def build(cls, n_iter: int = 32, momentum: float = 0.99, m: type[MelConfig] = MelConfig) -> "GriffinLimVocoder":
         # The pipeline turns seconds into frames with prod(upsample_rates) / sampling_rate: that must be the hop.
-        fb = mel_filterbank(n_fft, model_in_dim, sampling_rate, f_min, f_max)
-        # The pseudo-inverse of the filterbank is the inversion's one linear map. It is kept as a (persistent) buffer
-        # so that the folder has the usual weights file, which diffusers' loader expects of every model.
-        self.register_buffer("inverse_fb", torch.linalg.pinv(fb))  # (n_fft//2+1, n_mels)
-        self.register_buffer("window", torch.hann_window(win_length), persistent=False)
+        config = SpeechT5HifiGanConfig(
+            model_in_dim=m.n_mels, sampling_rate=m.sampling_rate, upsample_rates=[m.hop_length],
+            upsample_kernel_sizes=[m.hop_length], normalize_before=False, n_fft=m.n_fft, win_length=m.win_length,
+            f_min=m.f_min, f_max=m.f_max, n_iter=n_iter, momentum=momentum)
+        return cls(config).eval()
+
+    def _init_weights(self, module):
+        pass  # nothing random: the one buffer is computed in __init__ or loaded
 
     @property
     def hop_length(self) -> int:
         return int(np.prod(self.config.upsample_rates))
 
-    def _stft(self, wave):
+    def _stft(self, wave, window):
         c = self.config
-        return torch.stft(wave, c.n_fft, self.hop_length, c.win_length, window=self.window, center=True,
+        return torch.stft(wave, c.n_fft, self.hop_length, c.win_length, window=window, center=True,
                           pad_mode="reflect", return_complex=True)
 
-    def _istft(self, spec, length):
+    def _istft(self, spec, window, length):
         c = self.config
-        return torch.istft(spec, c.n_fft, self.hop_length, c.win_length, window=self.window, center=True,
-                           length=length)
+        return torch.istft(spec, c.n_fft, self.hop_length, c.win_length, window=window, center=True, length=length)
 
     @torch.no_grad()
     def forward(self, spectrogram: torch.Tensor) -> torch.Tensor:
         squeeze = spectrogram.dim() == 2
         mel = spectrogram.unsqueeze(0) if squeeze else spectrogram  # (B, T, bins)
-        dtype = mel.dtype
-        inv = self.inverse_fb.float()
+        dtype, device = mel.dtype, mel.device
+        window = torch.hann_window(self.config.win_length, device=device)
+        inv = self.inverse_fb.to(device=device, dtype=torch.float32)  # the STFTs run in float32 whatever the dtype
         # Magnitude spectrogram: the least-squares linear spectrum under the mel, clipped at 0 (a magnitude).
         mag = torch.clamp(inv @ torch.exp(mel.float()).transpose(1, 2), min=0.0)  # (B, F, T)
         length = mag.shape[-1] * self.hop_length
@@ -118,9 +127,9 @@ class GriffinLimVocoder(ModelMixin, ConfigMixin):
         beta = self.config.momentum / (1 + self.config.momentum)
         for _ in range(self.config.n_iter):
             # T frames -> T * hop samples (what the pipeline keeps); its STFT has one frame more: drop it.
-            rebuilt = self._stft(self._istft(mag * angles, length))[..., : mag.shape[-1]]
+            rebuilt = self._stft(self._istft(mag * angles, window, length), window)[..., : mag.shape[-1]]
             angles = rebuilt - beta * previous  # "fast Griffin-Lim" (Perraudin et al. 2013): momentum on phases
             angles = angles / (angles.abs() + 1e-16)
             previous = rebuilt
-        wave = self._istft(mag * angles, length).to(dtype)
+        wave = self._istft(mag * angles, window, length).to(dtype)
         return wave[0] if squeeze else wave

@@ -39,6 +39,7 @@ import copy
 import dataclasses
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -352,7 +353,7 @@ def encode_latents(vae, mels: list[torch.Tensor], frames: int) -> list[torch.Ten
 def vae_report(vae, val: dict, n: int = 24) -> dict:
     """Reconstruction L1 (log-mel) of held-out sounds, and the oracles on their Griffin-Lim waveforms."""
     vae.eval()
-    voc, l1, ok = GriffinLimVocoder(), [], {"colour": 0, "rhythm": 0}
+    voc, l1, ok = GriffinLimVocoder.build(), [], {"colour": 0, "rhythm": 0}
     items = list(range(min(n, len(val["mels"]))))
     for i in items:
         x = pad_mel(val["mels"][i], 4, 0)[None, None]
@@ -418,7 +419,7 @@ def load_vae(cfg: Config):
 def train_vocoder(cfg: Config) -> None:
     """Nothing to learn (Griffin-Lim); build it, score it on true held-out mels, and keep it for export."""
     run = Run(Path(cfg.run) / "vocoder", cfg.save_every_s)
-    voc = GriffinLimVocoder().eval()
+    voc = GriffinLimVocoder.build().eval()
     val = load_sounds(cfg.world, "validation")
     ok, n = {"colour": 0, "rhythm": 0}, min(len(val["mels"]), 48)
     for mel, it in zip(val["mels"][:n], val["items"][:n]):
@@ -473,7 +474,7 @@ def build_pipeline(cfg: Config, unet, vae=None, text=None):
 
     text_encoder, tokenizer = text or load_text(cfg)
     pipe = AudioLDMPipeline(vae=vae or load_vae(cfg), text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                            vocoder=GriffinLimVocoder(), scheduler=build_scheduler(cfg))
+                            vocoder=GriffinLimVocoder.build(), scheduler=build_scheduler(cfg))
     for part in pipe.components.values():
         if isinstance(part, torch.nn.Module):
             part.eval().requires_grad_(False)
@@ -640,6 +641,8 @@ def export(cfg: Config) -> dict:
                 best = (key, {"guidance_scale": g, "num_inference_steps": steps})
     settings = {**best[1], "audio_length_in_s": round(cfg.frames * MelConfig.hop_length / MelConfig.sampling_rate, 2)}
     out = Path(cfg.out)
+    if out.exists():  # save_pretrained overwrites files but never removes stale ones (e.g. a vocoder of another kind)
+        shutil.rmtree(out)
     pipe.to(dtype=torch.float16)  # half the bytes on disk; `from_pretrained(dtype=torch.float32)` loads it back
     pipe.save_pretrained(out, safe_serialization=True)
     path = out / "scheduler" / "scheduler_config.json"

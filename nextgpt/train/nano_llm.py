@@ -53,15 +53,15 @@ class Config:
     seed: int = 0
     extra_dialogues: int = 20000  # text-only dialogues from the generator with other seeds
     vocab_size: int = 1024
-    steps: int = 600
+    steps: int = 400
     batch_size: int = 16
-    block_size: int = 256
+    block_size: int = 192
     lr: float = 2e-3
     min_lr: float = 1e-4
     warmup: int = 50
     weight_decay: float = 0.1
     log_every: int = 10
-    eval_every: int = 100
+    eval_every: int = 50
     save_every_s: float = 180.0
     threads: int = 1  # the machine is shared: one thread per training process
     # the model (LlamaConfig)

@@ -39,8 +39,8 @@ import torch.nn.functional as F
 
 from nextgpt.nano import world as W
 from nextgpt.train.common import Run, seed_everything
-from nextgpt.train.nano_image import (TextCache, build_scheduler, captions_for, clip_tokenizer, ema_update,
-                                      load_media, noise_schedule_kwargs, oracle_scores, parse_config, save_grid,
+from nextgpt.train.nano_image import (TextCache, build_scheduler, captions_for, ema_update, load_media,
+                                      noise_schedule_kwargs, oracle_scores, parse_config, save_fp16, save_grid,
                                       world_items)
 
 
@@ -137,14 +137,14 @@ def generate_videos(pipe, prompts: list[str], guidance: float, steps: int, seed:
         res = pipe(prompts[i: i + batch], height=W.IMAGE_SIZE, width=W.IMAGE_SIZE, num_frames=W.VIDEO_FRAMES,
                    guidance_scale=guidance, num_inference_steps=steps, generator=g, output_type="np")
         out.append((np.clip(np.asarray(res.frames), 0, 1) * 255).round().astype(np.uint8))
-    return np.concatenate(out)
+    return np.concatenate(out) if out else np.zeros((0, W.VIDEO_FRAMES, W.IMAGE_SIZE, W.IMAGE_SIZE, 3), np.uint8)
 
 
 def load_image_parts(folder):
     """Text encoder, tokenizer, VAE and UNet of the exported image pipeline, in float32 and frozen."""
     from diffusers import StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float32)
+    pipe = StableDiffusionPipeline.from_pretrained(folder, dtype=torch.float32)
     for m in (pipe.text_encoder, pipe.vae, pipe.unet):
         m.eval().requires_grad_(False)
     return pipe.text_encoder, pipe.tokenizer, pipe.vae, pipe.unet
@@ -225,7 +225,7 @@ def export(cfg: Config) -> Path:
     state = torch.load(Path(cfg.run) / "unet" / "state.pt", map_location="cpu", weights_only=False)
     unet.load_state_dict(state["modules"]["ema"])
     pipe = build_pipeline(text_encoder, tokenizer, vae, unet.eval())
-    pipe.to(torch.float16).save_pretrained(cfg.out, safe_serialization=True)
+    save_fp16(pipe, cfg.out)
     info = {"trained_steps": state["step"], "train_minutes": round(state["extra"].get("spent_s", 0) / 60, 1),
             "guidance_scale": cfg.guidance, "num_inference_steps": cfg.steps, "config": dataclasses.asdict(cfg)}
     (Path(cfg.out) / "nano_training.json").write_text(json.dumps(info, indent=1) + "\n")
@@ -239,7 +239,7 @@ def evaluate(pipeline_folder="assets/nano/video_decoder", world_dir="data/nano-w
     """Decode the split's held-out caption strings (its webvid.json) through the pipeline; oracle-score the videos."""
     from diffusers import TextToVideoSDPipeline
 
-    pipe = TextToVideoSDPipeline.from_pretrained(pipeline_folder, torch_dtype=torch.float32)
+    pipe = TextToVideoSDPipeline.from_pretrained(pipeline_folder, dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     by_name = {it["name"]: it for it in world_items(world_dir, "video", split, sources=("pairs",))}
     pairs = json.loads((Path(world_dir) / split / "webvid.json").read_text())[:n]
