@@ -25,7 +25,7 @@ def tiny_config(world_dir, tmp_path, **over) -> nano_audio.Config:
                vocab_size=300, text_hidden=16, text_layers=1, text_heads=2, embed_dim=8, tower_width=8,
                text_steps=2, text_batch=8, vae_channels=(8, 8, 8), norm_groups=4, vae_steps=2, vae_batch=2,
                vae_crop=32, unet_channels=(8, 8, 16), unet_steps=2, unet_batch=4, warmup=2, frames=32,
-               score_every=2, num_inference_steps=2, guidance_grid="2", steps_grid="2", select_n=2, eval_n=2)
+               score_every=2, report_n=1, num_inference_steps=2, guidance_grid="2", steps_grid="2", select_n=2, eval_n=2)
     return nano_audio.Config(**{**cfg, **over})
 
 

@@ -88,7 +88,7 @@ class Config:
     kl_weight: float = 1e-6  # LDM's light KL: keeps latents bounded without blurring the spectrogram
     # latent diffusion UNet
     unet_channels: tuple = (32, 64, 128)  # no attention but in the 8x4 mid block: cheap on a CPU
-    unet_steps: int = 4000
+    unet_steps: int = 6000  # ~2 steps/s here when the machine is not crowded
     unet_batch: int = 32
     unet_lr: float = 5e-4
     warmup: int = 100
@@ -100,12 +100,13 @@ class Config:
     beta_start: float = 0.0015  # AudioLDM's noise schedule
     beta_end: float = 0.0195
     score_every: int = 500  # steps between oracle scores of the EMA UNet on held-out captions
+    report_n: int = 48  # held-out sounds the VAE and vocoder reports resynthesise and score
     # inference: the defaults used for scoring during training; export picks the best of the grid below
-    guidance_scale: float = 3.0
+    guidance_scale: float = 7.0
     num_inference_steps: int = 20
-    guidance_grid: str = "2,3,5"
-    steps_grid: str = "10,20"
-    select_n: int = 48  # validation captions per grid point
+    guidance_grid: str = "3,5,7"  # on validation: 2-3 gave too many strong harmonics passing for the note
+    steps_grid: str = "20"
+    select_n: int = 96  # validation captions per grid point
     eval_n: int = 0  # test captions scored at export (0: all)
 
 
@@ -393,7 +394,7 @@ def train_vae(cfg: Config) -> None:
         opt.step()
         step += 1
         if step % 50 == 0 or step == cfg.vae_steps:
-            extra = vae_report(vae, val, 12) if step % 250 == 0 else {}
+            extra = vae_report(vae, val, min(12, cfg.report_n)) if step % 250 == 0 else {}
             run.log(step, part="vae", loss=loss.item(), l1=rec.item(), kl=kl.item(),
                     steps_per_s=round(50 / max(time.monotonic() - t0, 1e-9), 3), **extra)
             t0 = time.monotonic()
@@ -403,7 +404,7 @@ def train_vae(cfg: Config) -> None:
     # Latents of the training sounds fix the normalisation; it is folded into the saved VAE.
     fold_latent_normalisation(vae, encode_latents(vae, train["mels"], cfg.frames))
     vae.save_pretrained(run.folder / "final")
-    report = vae_report(vae, val)
+    report = vae_report(vae, val, cfg.report_n)
     (run.folder / "final" / "report.json").write_text(json.dumps(report, indent=1))
     run.log(step, part="vae", final=True, scaling_factor=float(vae.config.scaling_factor), **report)
 
@@ -421,7 +422,7 @@ def train_vocoder(cfg: Config) -> None:
     run = Run(Path(cfg.run) / "vocoder", cfg.save_every_s)
     voc = GriffinLimVocoder.build().eval()
     val = load_sounds(cfg.world, "validation")
-    ok, n = {"colour": 0, "rhythm": 0}, min(len(val["mels"]), 48)
+    ok, n = {"colour": 0, "rhythm": 0}, min(len(val["mels"]), cfg.report_n)
     for mel, it in zip(val["mels"][:n], val["items"][:n]):
         found = oracles.sound_attributes(voc(mel).numpy(), MelConfig.sampling_rate)
         for k in ok:
@@ -590,7 +591,7 @@ def inference_settings(folder: str | Path) -> dict:
     """The inference settings chosen at export, kept in the scheduler config (defaults where none were saved)."""
     path = Path(folder) / "scheduler" / "scheduler_config.json"
     saved = json.loads(path.read_text()).get("_nano_inference", {}) if path.exists() else {}
-    return {"guidance_scale": 3.0, "num_inference_steps": 20, "audio_length_in_s": 1.28, **saved}
+    return {"guidance_scale": 7.0, "num_inference_steps": 20, "audio_length_in_s": 1.28, **saved}
 
 
 def load_pipeline(folder: str | Path, dtype: torch.dtype = torch.float32):

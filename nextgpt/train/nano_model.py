@@ -53,7 +53,7 @@ def nano_config(parts: Path) -> NextGPTConfig:
         decoders={
             "image": DecoderConfig(str(parts / "image_decoder"), 5.0, 20, height=64, width=64),
             "video": DecoderConfig(str(parts / "video_decoder"), 5.0, 20, height=64, width=64, num_frames=8, fps=8),
-            "audio": DecoderConfig(str(parts / "audio_decoder"), 3.0, 20, audio_length_s=2.0, sample_rate=16000),
+            "audio": DecoderConfig(str(parts / "audio_decoder"), 7.0, 20, audio_length_s=1.28, sample_rate=16000),
         },
         generation=GenerationConfig(max_new_tokens=96, temperature=1.0, top_p=0.01),
     )

@@ -264,7 +264,10 @@ def main(argv=None) -> None:
         train_unet(cfg)
     if cfg.part in ("export", "all"):
         out = export(cfg)
-        print(json.dumps(evaluate(out, cfg.world, guidance=cfg.guidance, steps=cfg.steps), indent=1), flush=True)
+        scores = evaluate(out, cfg.world, guidance=cfg.guidance, steps=cfg.steps)
+        info = json.loads((out / "nano_training.json").read_text())
+        (out / "nano_training.json").write_text(json.dumps({**info, "evaluation": scores}, indent=1) + "\n")
+        print(json.dumps(scores, indent=1), flush=True)
 
 
 if __name__ == "__main__":
