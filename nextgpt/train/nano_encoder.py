@@ -450,7 +450,7 @@ def train(cfg: Config) -> dict:
     keys = {m: [attr_key(m, a) for a in train_data[m]["attrs"]] for m in MODALITIES}
     # The data order is a function of (seed, step) alone, so a resumed run draws what the uninterrupted one would.
     model.train()
-    started, last = time.time(), {}
+    started, last, first = time.time(), {}, step
     while step < cfg.steps:
         rng = np.random.default_rng([cfg.seed, step])
         for group in opt.param_groups:
@@ -477,7 +477,7 @@ def train(cfg: Config) -> dict:
             run.log(step, loss=loss.item(), **{f"loss_{m}": v.item() for m, v in losses.items()},
                     **{f"aux_{m}": v.item() for m, v in aux_losses.items()},
                     scale=logit_scale(model).item(), lr=lr_at(cfg, step - 1),
-                    s_per_step=round((time.time() - started) / max(1, step), 3))
+                    s_per_step=round((time.time() - started) / max(1, step - first), 3))
         if step % cfg.eval_every == 0 or step == cfg.steps:
             last = evaluate_cached(model, tokenizer, val_data)
             run.log(step, split="validation", **{f"{m}_{k}": v for m, r in last.items()
