@@ -52,6 +52,7 @@ class Config:
     out: str = "assets/nano/llm"
     seed: int = 0
     extra_dialogues: int = 20000  # text-only dialogues from the generator with other seeds
+    fact_repeats: int = 20  # the 18 fact documents (each colour's note) are repeated so they are actually learned
     vocab_size: int = 1024
     steps: int = 400
     batch_size: int = 16
@@ -109,7 +110,7 @@ _FACT_ASK = ("What note is {c}?", "Which note belongs to {c}?", "What does {c} s
 _FACT_SAY = ("The note of {c} is {note}, a {reg} tone.", "{C} is the note {note}. It sounds {reg}.")
 
 
-def extra_documents(seed: int, n_dialogues: int, rng: np.random.Generator) -> list[str]:
+def extra_documents(seed: int, n_dialogues: int, rng: np.random.Generator, fact_repeats: int = 1) -> list[str]:
     """Text-only dialogues from the generator (with a seed other than the world's), describe-requests, facts."""
     records, _ = W._dialogues(seed, n_dialogues)  # the generator's dialogue text; no media are rendered
     docs = [render_dialogue(r, rng) for r in records]
@@ -119,7 +120,7 @@ def extra_documents(seed: int, n_dialogues: int, rng: np.random.Generator) -> li
         ask = _DESCRIBE_ASK[int(rng.integers(len(_DESCRIBE_ASK)))].format(np=W.noun_phrase(m, attrs, rng))
         answer = W.caption(m, attrs, rng)
         docs.append(HUMAN + ask + ASSISTANT + " " + answer[0].upper() + answer[1:] + "." + TURN_END)
-    for c in W.COLOURS:
+    for c in [c for c in W.COLOURS for _ in range(fact_repeats)]:
         for ask in _FACT_ASK:
             say = _FACT_SAY[int(rng.integers(len(_FACT_SAY)))].format(c=c, C=c.capitalize(), note=W.NOTE_NAMES[c], reg=W.REGISTER[c])
             docs.append(HUMAN + ask.format(c=c) + ASSISTANT + " " + say + TURN_END)
@@ -139,7 +140,7 @@ def corpus(cfg: Config) -> dict[str, list[str]]:
     rng = np.random.default_rng([cfg.seed, 1])
     train = world_documents(cfg.world, "train", rng)
     # Other seeds than the world's (1000 + seed), so no generated dialogue is a copy of a held-out one by design.
-    train += extra_documents(1000 + cfg.seed, cfg.extra_dialogues, rng)
+    train += extra_documents(1000 + cfg.seed, cfg.extra_dialogues, rng, cfg.fact_repeats)
     order = rng.permutation(len(train))
     return {"train": [train[i] for i in order], "validation": world_documents(cfg.world, "validation", rng)}
 
@@ -220,6 +221,40 @@ def samples(model, tokenizer, prompts=SAMPLE_PROMPTS, max_new_tokens: int = 48) 
     return out
 
 
+@torch.no_grad()
+def request_following(model, tokenizer, world_dir, split: str = "validation", limit: int = 60) -> dict:
+    """Does the answer to a held-out text->X request ("Draw a blue star on the left.") name what was asked?
+
+    The first human turn of each t2i / t2v / t2a dialogue is the prompt; the greedy answer (up to "###") is read by
+    `oracles.caption_attributes` and compared with the requested item's attributes. Returns the fraction of answers
+    right on each attribute and on all of them, and the fraction that close the turn with "###"."""
+    from nextgpt.nano.oracles import caption_attributes
+
+    world_dir = Path(world_dir)
+    attrs = {it["name"]: it["attributes"] for it in json.loads((world_dir / "world.json").read_text())["items"]
+             if it["source"] == "mosit"}
+    records = [r for r in json.loads((world_dir / split / "dialogues.json").read_text())
+               if r["task"] in ("t2i", "t2v", "t2a")][:limit]
+    model.eval()
+    hits, total, closed = {}, {}, 0
+    for r in records:
+        prompt = HUMAN + r["conversation"][0]["value"] + ASSISTANT
+        want = attrs[r["conversation"][1]["media"][0]["name"]]
+        ids = torch.tensor([[tokenizer.bos_token_id, *tokenizer(prompt, add_special_tokens=False).input_ids]])
+        gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=40, do_sample=False,
+                             pad_token_id=tokenizer.eos_token_id)
+        answer = tokenizer.decode(gen[0, ids.shape[1]:], skip_special_tokens=True)
+        closed += "###" in answer
+        found = caption_attributes(answer.split("###")[0])
+        for k, v in list(want.items()) + [("all", None)]:
+            ok = all(found.get(a) == b for a, b in want.items()) if k == "all" else found.get(k) == v
+            hits[k] = hits.get(k, 0) + ok
+            total[k] = total.get(k, 0) + 1
+    model.train()
+    return {"n": len(records), "closed_with_###": closed / max(1, len(records)),
+            **{k: hits[k] / total[k] for k in total}}
+
+
 def train(cfg: Config) -> dict:
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -251,7 +286,7 @@ def train(cfg: Config) -> dict:
         print(f"resumed from step {step}", flush=True)
 
     model.train()
-    train_stream, started, ppl = streams["train"], time.time(), None
+    train_stream, started, ppl, first = streams["train"], time.time(), None, step
     while step < cfg.steps:
         rng = np.random.default_rng([cfg.seed, step])
         ix = torch.from_numpy(rng.integers(0, len(train_stream) - cfg.block_size - 1, size=cfg.batch_size))
@@ -268,7 +303,7 @@ def train(cfg: Config) -> dict:
         step += 1
         if step % cfg.log_every == 0 or step == cfg.steps:
             run.log(step, loss=loss.item(), lr=lr_at(cfg, step - 1),
-                    s_per_step=round((time.time() - started) / max(1, step), 3))
+                    s_per_step=round((time.time() - started) / max(1, step - first), 3))
         if step % cfg.eval_every == 0 or step == cfg.steps:
             ppl = perplexity(model, streams["validation"], cfg.block_size)
             run.log(step, split="validation", perplexity=ppl)
@@ -279,14 +314,17 @@ def train(cfg: Config) -> dict:
     if ppl is None:
         ppl = perplexity(model, streams["validation"], cfg.block_size)
     texts = samples(model, tokenizer)
+    following = request_following(model, tokenizer, cfg.world)
+    run.log(step, split="validation", request_following=following)
     (Path(cfg.run) / "samples" / f"step{step:06d}.txt").write_text("\n\n".join(texts) + "\n")
     out = export(model, tokenizer, cfg.out)
-    (out / "eval.json").write_text(json.dumps({"validation_perplexity": ppl, "steps": step, "samples": texts},
-                                              indent=1) + "\n")
+    (out / "eval.json").write_text(json.dumps({"validation_perplexity": ppl, "steps": step,
+                                               "request_following": following, "samples": texts}, indent=1) + "\n")
     size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
     print(f"validation perplexity {ppl:.3f}; exported to {out} ({size:.1f} MB)\n", flush=True)
     print("\n\n".join(texts), flush=True)
-    return {"step": step, "validation_perplexity": ppl, "samples": texts}
+    print(f"request following (validation t2x prompts): {json.dumps(following)}", flush=True)
+    return {"step": step, "validation_perplexity": ppl, "request_following": following, "samples": texts}
 
 
 def export(model, tokenizer, out) -> Path:
