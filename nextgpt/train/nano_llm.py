@@ -54,7 +54,7 @@ class Config:
     extra_dialogues: int = 20000  # text-only dialogues from the generator with other seeds
     fact_repeats: int = 20  # the 18 fact documents (each colour's note) are repeated so they are actually learned
     vocab_size: int = 1024
-    steps: int = 400
+    steps: int = 1200
     batch_size: int = 16
     block_size: int = 192
     lr: float = 2e-3
@@ -62,7 +62,7 @@ class Config:
     warmup: int = 50
     weight_decay: float = 0.1
     log_every: int = 10
-    eval_every: int = 50
+    eval_every: int = 100
     save_every_s: float = 180.0
     threads: int = 1  # the machine is shared: one thread per training process
     # the model (LlamaConfig)
@@ -122,7 +122,8 @@ def extra_documents(seed: int, n_dialogues: int, rng: np.random.Generator, fact_
         docs.append(HUMAN + ask + ASSISTANT + " " + answer[0].upper() + answer[1:] + "." + TURN_END)
     for c in [c for c in W.COLOURS for _ in range(fact_repeats)]:
         for ask in _FACT_ASK:
-            say = _FACT_SAY[int(rng.integers(len(_FACT_SAY)))].format(c=c, C=c.capitalize(), note=W.NOTE_NAMES[c], reg=W.REGISTER[c])
+            say = _FACT_SAY[int(rng.integers(len(_FACT_SAY)))]
+            say = say.format(c=c, C=c.capitalize(), note=W.NOTE_NAMES[c], reg=W.REGISTER[c])
             docs.append(HUMAN + ask.format(c=c) + ASSISTANT + " " + say + TURN_END)
     return docs
 
@@ -306,7 +307,8 @@ def train(cfg: Config) -> dict:
                     s_per_step=round((time.time() - started) / max(1, step - first), 3))
         if step % cfg.eval_every == 0 or step == cfg.steps:
             ppl = perplexity(model, streams["validation"], cfg.block_size)
-            run.log(step, split="validation", perplexity=ppl)
+            run.log(step, split="validation", perplexity=ppl,
+                    request_following_all=request_following(model, tokenizer, cfg.world, limit=20).get("all"))
         if step < cfg.steps:
             run.maybe_save(step, {"model": model}, {"opt": opt})
     run.save(step, {"model": model}, {"opt": opt})
@@ -315,7 +317,7 @@ def train(cfg: Config) -> dict:
         ppl = perplexity(model, streams["validation"], cfg.block_size)
     texts = samples(model, tokenizer)
     following = request_following(model, tokenizer, cfg.world)
-    run.log(step, split="validation", request_following=following)
+    run.log(step, split="validation-final", request_following=following)
     (Path(cfg.run) / "samples" / f"step{step:06d}.txt").write_text("\n\n".join(texts) + "\n")
     out = export(model, tokenizer, cfg.out)
     (out / "eval.json").write_text(json.dumps({"validation_perplexity": ppl, "steps": step,
