@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from nextgpt.train.common import load_state
 from nextgpt.nano import world
 from nextgpt.nano.vocoder import GriffinLimVocoder, log_mel
 from nextgpt.train import nano_audio
@@ -53,7 +54,7 @@ def test_all_parts_resume_and_export(tiny_world, tmp_path):
     nano_audio.train(tiny_config(tiny_world, tmp_path, text_steps=4), "text")
     steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "text" / "log.jsonl").read_text().splitlines()]
     assert steps[0] == 2 and steps[-1] == 4 and 3 not in steps[:2]
-    state = torch.load(tmp_path / "run" / "text" / "state.pt", weights_only=False)
+    state = load_state(tmp_path / "run" / "text" / "state.pt")
     assert state["step"] == 4
 
     # The exported folder is a plain AudioLDMPipeline, vocoder included, with its inference settings.

@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 
+from nextgpt.train.common import load_state
 from nextgpt.nano import world
 
 
@@ -41,7 +42,7 @@ def test_nano_encoder_resumes_logs_and_exports(tiny_world, tmp_path):
     assert [r["step"] for r in losses] == [1, 2, 3, 4]  # the second run went on from step 2
     assert all(r["loss"] > 0 for r in losses)
     assert [r["step"] for r in _log(run) if r.get("split") == "validation"] == [2, 4]
-    assert torch.load(run / "state.pt", weights_only=False)["step"] == 4
+    assert load_state(run / "state.pt")["step"] == 4
 
     # The folder loads through Encoder.from_config and reproduces the trained model's embeddings (fp16 weights).
     kwargs = json.loads((out / "config.json").read_text())["model_kwargs"]
@@ -49,7 +50,7 @@ def test_nano_encoder_resumes_logs_and_exports(tiny_world, tmp_path):
     assert enc.embed_dim == 16 and (out / "encoder.safetensors").is_file()
     image_bind_model, _ = ne.import_imagebind()
     trained = image_bind_model(**kwargs)
-    trained.load_state_dict(torch.load(run / "state.pt", weights_only=False)["modules"]["model"])
+    trained.load_state_dict(load_state(run / "state.pt")["modules"]["model"])
     trained.eval()
     data = ne.load_cached(ne.Config(world=str(tiny_world), run=str(run)), "train")
     x = ne.model_input("image", data["image"]["x"][:4])

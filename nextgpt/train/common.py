@@ -23,6 +23,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def load_state(path: str | Path) -> dict:
+    """A run's `state.pt`: our own file, but still no arbitrary pickles; numpy's RNG state is allowed by name."""
+    with torch.serialization.safe_globals([np.ndarray, np.dtype, np.core.multiarray._reconstruct,
+                                           type(np.dtype("uint32"))]):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 class Run:
     """A training run's folder: resumable state, a JSON-lines log, and a save timer."""
 
@@ -61,10 +68,7 @@ class Run:
         """Load the latest state if there is one; returns (step to continue from, extra)."""
         if not self.state_path.exists():
             return 0, {}
-        # Our own file, but still no arbitrary pickles: numpy RNG state needs these allowed explicitly.
-        with torch.serialization.safe_globals([np.ndarray, np.dtype, np.core.multiarray._reconstruct,
-                                               type(np.dtype("uint32"))]):
-            state = torch.load(self.state_path, map_location="cpu", weights_only=True)
+        state = load_state(self.state_path)
         for k, m in modules.items():
             m.load_state_dict(state["modules"][k])
         for k, o in (optimizers or {}).items():

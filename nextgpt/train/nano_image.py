@@ -50,7 +50,7 @@ from PIL import Image
 
 from nextgpt.nano import oracles
 from nextgpt.nano import world as W
-from nextgpt.train.common import Run, seed_everything
+from nextgpt.train.common import Run, load_state, seed_everything
 
 
 # --- config ----------------------------------------------------------------------------------------------------
@@ -501,7 +501,7 @@ def train_unet(cfg: Config) -> Path:
     img, items = load_media(cfg, "image", "train")
     latents_path = Path(cfg.run) / "unet" / "latents.pt"
     if latents_path.exists():
-        latents = torch.load(latents_path)
+        latents = torch.load(latents_path, weights_only=True)
     else:  # once: the training set as unit-variance latent means (the VAE has the normalisation folded in)
         latents = encode_means(vae, img)
         torch.save(latents, latents_path)
@@ -573,7 +573,7 @@ def export(cfg: Config) -> Path:
     text_encoder = load_text_encoder(Path(cfg.run) / "text" / "text_encoder")
     vae = load_vae(Path(cfg.run) / "vae" / "vae")
     unet = build_unet(cfg)
-    state = torch.load(Path(cfg.run) / "unet" / "state.pt", map_location="cpu", weights_only=False)
+    state = load_state(Path(cfg.run) / "unet" / "state.pt")
     unet.load_state_dict(state["modules"]["ema"])
     pipe = build_pipeline(text_encoder, vae, unet.eval())
     save_fp16(pipe, cfg.out)

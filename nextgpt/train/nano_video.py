@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from nextgpt.nano import world as W
-from nextgpt.train.common import Run, seed_everything
+from nextgpt.train.common import Run, load_state, seed_everything
 from nextgpt.train.nano_image import (TextCache, build_scheduler, captions_for, ema_update, load_media,
                                       noise_schedule_kwargs, oracle_scores, parse_config, save_fp16, save_grid,
                                       world_items)
@@ -159,7 +159,7 @@ def train_unet(cfg: Config) -> Path:
     vid, items = load_media(cfg, "video", "train")
     latents_path = Path(cfg.run) / "unet" / "latents.pt"
     if latents_path.exists():
-        latents = torch.load(latents_path)
+        latents = torch.load(latents_path, weights_only=True)
     else:
         latents = video_latents(vae, vid)
         torch.save(latents, latents_path)
@@ -222,7 +222,7 @@ def train_unet(cfg: Config) -> Path:
 def export(cfg: Config) -> Path:
     text_encoder, tokenizer, vae, image_unet = load_image_parts(cfg.image_decoder)
     unet = build_unet3d(dict(image_unet.config), cfg.unet_heads)
-    state = torch.load(Path(cfg.run) / "unet" / "state.pt", map_location="cpu", weights_only=False)
+    state = load_state(Path(cfg.run) / "unet" / "state.pt")
     unet.load_state_dict(state["modules"]["ema"])
     pipe = build_pipeline(text_encoder, tokenizer, vae, unet.eval())
     save_fp16(pipe, cfg.out)
