@@ -232,6 +232,9 @@ class Decoders:
         else:
             # The image pipeline keeps its safety checker when the repo has one, as the official demo does.
             # diffusers 0.42 names it `dtype` (`torch_dtype` still works but warns).
+            # AudioLDM-nano's model_index names our Griffin-Lim vocoder class; diffusers loads classes only from
+            # modules already imported.
+            from .nano import vocoder  # noqa: F401
             pipe = _pipeline_class(modality).from_pretrained(cfg.pretrained, dtype=self.dtype)
         if self.cpu_offload:
             pipe.enable_model_cpu_offload(device=self.device)  # the 7B set then fits a 24 GB GPU

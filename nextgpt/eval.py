@@ -139,6 +139,21 @@ def evaluate_parts(folder: str | Path, world: str | Path, split: str = "test", n
     return out
 
 
+def format_parts_table(r: dict) -> str:
+    lines = [f"{'part':16s} {'n':>5s}   score (test split, read by the oracles)", "-" * 90]
+    for m, row in r["encoder"].items():
+        if isinstance(row, dict) and "media_to_caption" in row:
+            lines.append(f"{'encoder/' + m:16s} {row['n']:5d}   top-1 retrieval media -> caption "
+                         f"{row['media_to_caption']:.1%}, caption -> media {row['caption_to_media']:.1%}")
+    for m in MODALITIES:
+        row = r.get(f"{m}_decoder")
+        if row:  # attribute accuracies; AudioLDM-nano names its colour "pitch" and its "all" "both"
+            names = [a for a in ("colour", "pitch", "shape", "position", "direction", "rhythm", "all", "both")
+                     if isinstance(row.get(a), float)]
+            lines.append(f"{m + '_decoder':16s} {row['n']:5d}   " + ", ".join(f"{a} {row[a]:.1%}" for a in names))
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m nextgpt.eval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -166,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(r, indent=2) if a.json else format_model_table(r))
     else:
         r = evaluate_parts(a.folder, a.world, a.split, a.n)
-        print(json.dumps(r, indent=2, default=str))
+        print(json.dumps(r, indent=2, default=str) if a.json else format_parts_table(r))
     return 0
 
 

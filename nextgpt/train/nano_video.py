@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from nextgpt.nano import world as W
 from nextgpt.train.common import Run, load_state, seed_everything
-from nextgpt.train.nano_image import (TextCache, build_scheduler, captions_for, ema_update, load_media,
+from nextgpt.train.nano_image import (TextCache, captions_for, ema_update, load_media,
                                       noise_schedule_kwargs, oracle_scores, parse_config, save_fp16, save_grid,
                                       world_items)
 
@@ -63,9 +63,16 @@ class Config:
     unet_heads: int = 4  # must match the image UNet for the spatial weights to carry over
     unet_steps: int = 1500
     unet_batch: int = 8  # videos (x 8 frames) per step
-    unet_lr: float = 5e-4
+    unet_lr: float = 2e-4  # the spatial layers, which start trained
+    temporal_lr: float = 1e-3  # the new temporal layers, which have to learn motion (and its sign) from scratch
+    init_state: str = ""  # start from another run's state.pt (its EMA weights): a continuation with a new recipe
     unet_warmup: int = 50
     uncond_p: float = 0.1
+    # Zero terminal SNR with v-prediction (Lin et al. 2024): with SD's schedule the noisiest training input still
+    # holds 7 % of the video, so the model reads the direction of motion from it instead of from the caption, and
+    # at inference (pure noise) draws it with a random sign. Measured: eps-prediction plateaued at 60-70 % direction.
+    prediction_type: str = "v_prediction"
+    zero_terminal_snr: bool = True
     ema: float = 0.995  # a short run: average over its last ~200 steps
     unet_eval_every: int = 250
     eval_n: int = 16
@@ -113,6 +120,9 @@ def init_from_image_unet(unet3d, unet2d) -> int:
     return len(copied)
 
 
+TEMPORAL = ("temp_convs", "temp_attentions", "transformer_in")  # parameter names of the temporal layers
+
+
 def no_dropout(module) -> None:
     # The temporal convs carry dropout 0.1: on a few thousand videos it only slows learning the motion.
     for m in module.modules():
@@ -120,11 +130,24 @@ def no_dropout(module) -> None:
             m.p = 0.0
 
 
-def build_pipeline(text_encoder, tokenizer, vae, unet):
+def schedule_kwargs(cfg: Config) -> dict:
+    return dict(prediction_type=cfg.prediction_type, rescale_betas_zero_snr=cfg.zero_terminal_snr)
+
+
+def build_scheduler(cfg: Config):
+    """The sampler saved with the pipeline: DDIM over the training schedule; "trailing" spacing so that sampling
+    starts at the last (zero-SNR) timestep."""
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(clip_sample=False, set_alpha_to_one=False, timestep_spacing="trailing",
+                         **noise_schedule_kwargs(), **schedule_kwargs(cfg))
+
+
+def build_pipeline(cfg: Config, text_encoder, tokenizer, vae, unet):
     from diffusers import TextToVideoSDPipeline
 
     pipe = TextToVideoSDPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                 scheduler=build_scheduler())
+                                 scheduler=build_scheduler(cfg))
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -169,10 +192,18 @@ def train_unet(cfg: Config) -> Path:
     unet = build_unet3d(dict(image_unet.config), cfg.unet_heads)
     if cfg.init_from_image:
         print(f"{init_from_image_unet(unet, image_unet)} tensors copied from the image UNet", flush=True)
+    if cfg.init_state:
+        unet.load_state_dict(load_state(cfg.init_state)["modules"]["ema"])
     no_dropout(unet)
     ema = copy.deepcopy(unet).requires_grad_(False)
-    noise = DDPMScheduler(**noise_schedule_kwargs())
-    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.unet_lr, weight_decay=0.01)
+    noise = DDPMScheduler(**noise_schedule_kwargs(), **schedule_kwargs(cfg))
+    # Direction lives only in the temporal layers: the temporal convs (kernel 3 over frames, zero-padded) are the
+    # only part that is not symmetric under reversing time, so a slow learner there draws the right axis of motion
+    # with a random sign (what a first run with one learning rate did). They get a higher learning rate.
+    temporal = [p for n, p in unet.named_parameters() if any(k in n for k in TEMPORAL)]
+    spatial = [p for n, p in unet.named_parameters() if not any(k in n for k in TEMPORAL)]
+    opt = torch.optim.AdamW([{"params": spatial, "base_lr": cfg.unet_lr},
+                             {"params": temporal, "base_lr": cfg.temporal_lr}], weight_decay=0.01)
     step, extra = run.resume({"unet": unet, "ema": ema}, {"opt": opt})
     spent = extra.get("spent_s", 0.0)
     start, start_step = time.monotonic(), step
@@ -182,10 +213,11 @@ def train_unet(cfg: Config) -> Path:
         if spent + time.monotonic() - start > cfg.max_minutes * 60:
             print(f"stopping at step {step}: the {cfg.max_minutes} min budget is spent (resumable)", flush=True)
             break
-        lr = cfg.unet_lr * min(1.0, (step + 1) / cfg.unet_warmup) * (
+        scale = min(1.0, (step + 1) / cfg.unet_warmup) * (
             0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / cfg.unet_steps)))
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = g["base_lr"] * scale
+        lr = cfg.unet_lr * scale
         rng = np.random.default_rng([cfg.seed, 5, step])
         idx = rng.choice(len(latents), cfg.unet_batch)
         cond = cache.hidden(captions_for(items, idx, rng, cfg.fresh_caption_p, cfg.uncond_p))
@@ -193,7 +225,8 @@ def train_unet(cfg: Config) -> Path:
         eps = torch.randn_like(x0)
         t = torch.randint(0, noise.config.num_train_timesteps, (len(idx),))
         pred = unet(noise.add_noise(x0, eps, t), t, cond).sample
-        loss = F.mse_loss(pred, eps)
+        target = noise.get_velocity(x0, eps, t) if cfg.prediction_type == "v_prediction" else eps
+        loss = F.mse_loss(pred, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -205,7 +238,7 @@ def train_unet(cfg: Config) -> Path:
             run.log(step, part="video", loss=loss.item(), lr=lr,
                     steps_per_s=(step - start_step) / max(time.monotonic() - start, 1e-6), train_min=elapsed / 60)
         if (step % cfg.unet_eval_every == 0 or step == cfg.unet_steps) and val_items:
-            pipe = build_pipeline(text_encoder, tokenizer, vae, ema)
+            pipe = build_pipeline(cfg, text_encoder, tokenizer, vae, ema)
             videos = generate_videos(pipe, [it["caption"] for it in val_items], cfg.guidance, cfg.steps, cfg.seed)
             # one row per video: its 8 frames
             save_grid(run.folder / "samples" / f"samples_{step:06d}.png", videos[:8].reshape(-1, *videos.shape[2:]),
@@ -224,7 +257,7 @@ def export(cfg: Config) -> Path:
     unet = build_unet3d(dict(image_unet.config), cfg.unet_heads)
     state = load_state(Path(cfg.run) / "unet" / "state.pt")
     unet.load_state_dict(state["modules"]["ema"])
-    pipe = build_pipeline(text_encoder, tokenizer, vae, unet.eval())
+    pipe = build_pipeline(cfg, text_encoder, tokenizer, vae, unet.eval())
     save_fp16(pipe, cfg.out)
     info = {"trained_steps": state["step"], "train_minutes": round(state["extra"].get("spent_s", 0) / 60, 1),
             "guidance_scale": cfg.guidance, "num_inference_steps": cfg.steps, "config": dataclasses.asdict(cfg)}
