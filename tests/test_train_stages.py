@@ -94,3 +94,18 @@ def test_evaluation_scores_the_reference_answers_as_right(tiny_world):
     assert r["routing"] == 1.0
     assert all(row["all_correct"] == 1.0 for row in r["tasks"].values()), r["tasks"]
     assert all(v == 1.0 for v in r["attributes"].values())
+
+
+def test_one_command_for_all_nano_parts_runs_them_in_order(monkeypatch):
+    from nextgpt.train import nano
+
+    calls = []
+    monkeypatch.setattr(nano.importlib, "import_module",
+                        lambda name: type("M", (), {"main": staticmethod(lambda argv: calls.append((name, argv)))}))
+    nano.main(["all"])
+    assert [c[0] for c in calls] == [nano.PARTS[p][0] for p in nano.PARTS]
+    calls.clear()
+    nano.main(["video", "--", "--max-minutes", "1"])
+    assert calls == [("nextgpt.train.nano_video", ["--max-minutes", "1"])]
+    with pytest.raises(SystemExit):
+        nano.main(["video", "llm", "--", "--max-minutes", "1"])
