@@ -1,6 +1,6 @@
 """Benchmarks: where the time of one turn goes, what the wrapper and the app cost, and how cost grows.
 
-    python -m bench.run [--model tiny] [--repeat 5] [--json bench/results-tiny.json] [--skip app,cold]
+    python -m bench.run [--model nano] [--repeat 5] [--json bench/results.json] [--skip app,cold]
     python -m bench.run --compare OLD.json NEW.json     # ratios NEW / OLD, to judge a change on one machine
 
 Every figure is the median of `--repeat` runs (after one warm-up). Nothing here is asserted: targets (wrapper
@@ -22,6 +22,8 @@ import urllib.request
 from pathlib import Path
 
 import torch
+
+from nextgpt.config import DEFAULT_MODEL
 
 ROOT = Path(__file__).resolve().parents[1]
 MEDIA = ROOT / "assets" / "examples"
@@ -275,7 +277,7 @@ def compare(old: dict, new: dict) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="tiny")
+    p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--skip", default="", help="comma-separated sections: " + ",".join([*SECTIONS, "cold"]))
     p.add_argument("--json", help="write the results here")

@@ -7,11 +7,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from nextgpt.config import DEFAULT_MODEL
 from nextgpt.media import MediaLimits
 from nextgpt.serve import ServiceLimits
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL = "tiny"
 
 
 @dataclass

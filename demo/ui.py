@@ -204,7 +204,7 @@ def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
 
     def script(history, *settings_values):
         """A scripted multi-turn conversation for presenters: each turn runs on the answer before it."""
-        for message, output in scripted_turns():
+        for message, output in scripted_turns(service.config.name):
             last = list(history)
             for last, _ in run_turn(message, history, output, *settings_values):
                 yield last, gr.skip()
@@ -268,7 +268,7 @@ def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
                            image_size, video_guidance, video_steps, video_frames, audio_guidance, audio_steps,
                            audio_seconds]
         with gr.Row():
-            gr.Examples(examples(), inputs=[textbox, output], label="Examples: one per direction")
+            gr.Examples(examples(service.config.name), inputs=[textbox, output], label="Examples: one per direction")
             demo_btn = gr.Button("▶ Multi-turn demo", scale=0)
 
         model_events = dict(concurrency_limit=1, concurrency_id="model")  # one generation at a time, queued

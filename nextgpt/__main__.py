@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from .config import DEFAULT_MODEL
+
 
 def _chat(args) -> int:
     from .generation import ChatResult, MediaFailed, MediaReady, TextDelta
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     chat = sub.add_parser("chat", help="one turn: text plus optional media in, text and media out")
-    chat.add_argument("--model", default="tiny", help="preset name or model folder")
+    chat.add_argument("--model", default=DEFAULT_MODEL, help="shipped model (nano), preset name or model folder")
     chat.add_argument("--prompt", required=True)
     chat.add_argument("--image", action="append", default=[])
     chat.add_argument("--audio", action="append", default=[])

@@ -233,6 +233,10 @@ def tiny() -> NextGPTConfig:
 
 PRESETS = {"nextgpt-7b-tiva-v0": nextgpt_7b_tiva_v0, "tiny": tiny}
 
+# Trained models that ship with the repository, by name: NExT-GPT nano, the default of the app, CLI and tests.
+SHIPPED = {"nano": Path(__file__).resolve().parents[1] / "assets" / "nano"}
+DEFAULT_MODEL = "nano"
+
 
 def get_preset(name: str) -> NextGPTConfig:
     if name not in PRESETS:

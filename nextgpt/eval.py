@@ -154,12 +154,88 @@ def format_parts_table(r: dict) -> str:
     return "\n".join(lines)
 
 
+# One row per direction for the README's picture: (prompt, attached file in assets/examples or None).
+GRID_PROMPTS = (
+    ("Draw a red circle on the left.", None),
+    ("Can you draw a yellow star in the middle?", None),
+    ("Make a video of a blue square moving up.", None),
+    ("Can you animate a green triangle moving to the right?", None),
+    ("Play a beeping yellow tone.", None),
+    ("What is in this picture?", "nano_green_triangle.png"),
+    ("What happens in this video?", "nano_purple_star_left.mp4"),
+    ("What colour does this sound belong to?", "nano_cyan_beeping.wav"),
+    ("Make a steady sound for this picture.", "nano_green_triangle.png"),
+    ("Show this shape moving down.", "nano_green_triangle.png"),
+)
+
+
+def _thumbs(modality: str, path: str, size: int = 64) -> list:
+    """PIL tiles for a media file: an image, a video's frames, or a sound's log spectrogram (4 tiles wide)."""
+    import numpy as np
+    from PIL import Image
+    from scipy import signal
+
+    from .nano import oracles
+
+    if modality == "image":
+        return [Image.open(path).convert("RGB").resize((size, size))]
+    if modality == "video":
+        return [Image.fromarray(f).resize((size, size)) for f in oracles.load_frames(path)]
+    import soundfile
+
+    wave, sr = soundfile.read(path, dtype="float32", always_2d=True)
+    _, _, spec = signal.spectrogram(wave.mean(axis=1), sr, nperseg=512, noverlap=384)
+    db = 10 * np.log10(spec[:160] + 1e-10)  # 0-5 kHz: the world's notes and their harmonics
+    db = np.clip((db - db.max() + 60) / 60, 0, 1)
+    picture = Image.fromarray((255 * (1 - db[::-1])).astype(np.uint8)).convert("RGB").resize((4 * size, size))
+    return [picture]
+
+
+def render_grid(model, out: str | Path, examples_dir: str | Path, seed: int = 0) -> Path:
+    """Each GRID_PROMPTS row through the model: prompt and answer text, the attachment, and what it generated."""
+    from PIL import Image, ImageDraw
+
+    from .media import guess_modality
+
+    size, text_w, gap = 64, 430, 6
+    rows = []
+    for prompt, attachment in GRID_PROMPTS:
+        parts = [prompt]
+        tiles_in = []
+        if attachment:
+            path = str(Path(examples_dir) / attachment)
+            m = guess_modality(path)
+            parts.insert(0, Media(m, path))
+            tiles_in = _thumbs(m, path, size)[:1] if m != "audio" else _thumbs(m, path, size)
+        result = model.generate([Message("user", parts)], seed=seed, out_dir=Path(out).parent / "grid-media")
+        tiles_out = [t for x in result.media for t in _thumbs(x.modality, x.path, size)]
+        rows.append((f"> {prompt}", result.text.strip(), tiles_in, tiles_out))
+    width = text_w + (4 + 1 + 8) * (size + 2) + gap
+    canvas = Image.new("RGB", (width, len(rows) * (size + gap) + gap), "white")
+    draw = ImageDraw.Draw(canvas)
+    for r, (asked, answer, tiles_in, tiles_out) in enumerate(rows):
+        y = gap + r * (size + gap)
+        draw.text((gap, y + 8), asked, fill=(40, 40, 40))
+        draw.text((gap, y + 30), answer[:70] + ("..." if len(answer) > 70 else ""), fill=(20, 90, 160))
+        x = text_w
+        for tile in tiles_in:
+            canvas.paste(tile, (x, y))
+            x += tile.width + 2
+        x = text_w + 5 * (size + 2)
+        for tile in tiles_out:
+            canvas.paste(tile, (x, y))
+            x += tile.width + 2
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(out)
+    return Path(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m nextgpt.eval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="what", required=True)
     m = sub.add_parser("model", help="end to end on held-out dialogues")
-    m.add_argument("--model", default="assets/nano")
+    m.add_argument("--model", default="nano")
     m.add_argument("--world", default="data/nano-world")
     m.add_argument("--split", default="test")
     m.add_argument("--limit", type=int, help="dialogues per task")
@@ -172,8 +248,17 @@ def main(argv: list[str] | None = None) -> int:
     parts.add_argument("--split", default="test")
     parts.add_argument("-n", type=int, help="captions per decoder")
     parts.add_argument("--json", action="store_true")
+    grid = sub.add_parser("grid", help="a picture of the model's answers, one row per direction")
+    grid.add_argument("--model", default="nano")
+    grid.add_argument("--out", default="docs/nano-grid.png")
+    grid.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
-    if a.what == "model":
+    if a.what == "grid":
+        from .model import NextGPT
+
+        examples = Path(__file__).resolve().parents[1] / "assets" / "examples"
+        print(render_grid(NextGPT.from_pretrained(a.model), a.out, examples, a.seed))
+    elif a.what == "model":
         from .model import NextGPT
 
         model = NextGPT.from_pretrained(a.model)

@@ -19,7 +19,7 @@ from transformers import LogitsProcessorList, StoppingCriteriaList
 from transformers.generation.stopping_criteria import StopStringCriteria
 
 from . import checkpoint as ckpt
-from .config import MODALITIES, PRESETS, NextGPTConfig, get_preset
+from .config import MODALITIES, PRESETS, SHIPPED, NextGPTConfig, get_preset
 from .conversation import MediaSegment, Message, Segment, TextSegment, build_prompt
 from .decoders import DecoderError, Decoders
 from .encoder import Encoder
@@ -160,19 +160,21 @@ class NextGPT(nn.Module):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, **kwargs) -> "NextGPT":
-        """A preset name (`tiny`, `nextgpt-7b-tiva-v0`) or a folder written by `save_pretrained`.
+        """A shipped model (`nano`), a preset name (`tiny`, `nextgpt-7b-tiva-v0`) or a folder written by
+        `save_pretrained`.
 
         Keyword arguments are those of `from_config`, plus `llm`, `encoder` and `tokenizer` to point the base
         weights at local folders or files (e.g. Vicuna-7B v0 and imagebind_huge.pth for the release).
         """
         overrides = {k: kwargs.pop(k) for k in ("llm", "encoder", "tokenizer") if k in kwargs}
-        path = Path(name_or_path)
+        path = SHIPPED.get(name_or_path, Path(name_or_path))
         if (path / "config.json").exists():
             config, root = NextGPTConfig.load(path / "config.json"), path
         elif name_or_path in PRESETS:
             config, root = get_preset(name_or_path), None
         else:
-            raise FileNotFoundError(f"{name_or_path!r} is neither a model folder nor a preset ({', '.join(PRESETS)})")
+            raise FileNotFoundError(f"{name_or_path!r} is neither a model folder, nor a shipped model "
+                                    f"({', '.join(SHIPPED)}), nor a preset ({', '.join(PRESETS)})")
         if "llm" in overrides:
             config.llm.pretrained = overrides["llm"]
         if "tokenizer" in overrides:

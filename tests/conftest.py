@@ -23,13 +23,22 @@ def tiny_model():
 
 
 @pytest.fixture(scope="session")
-def app(tiny_model, tmp_path_factory):
-    """The chat app on 127.0.0.1 (a free port) over the tiny model: (demo, service)."""
+def nano_model():
+    """The shipped default model (NExT-GPT nano, trained)."""
+    from nextgpt.config import DEFAULT_MODEL
+    from nextgpt.model import NextGPT
+
+    return NextGPT.from_pretrained(DEFAULT_MODEL)
+
+
+@pytest.fixture(scope="session")
+def app(nano_model, tmp_path_factory):
+    """The chat app on 127.0.0.1 (a free port) over the default model, as `python app.py` runs it: (demo, service)."""
     from demo import AppSettings, build_demo
     from nextgpt.serve import ChatService
 
     settings = AppSettings(outputs=str(tmp_path_factory.mktemp("outputs")))
-    service = ChatService(tiny_model, settings.limits())
+    service = ChatService(nano_model, settings.limits())
     demo = build_demo(service, settings)
     demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True, show_error=True)
     yield demo, service

@@ -29,9 +29,14 @@ def test_stage3_examples_put_context_media_in_slots_and_targets_in_runs(tiny_wor
     slots = [p for p in last if isinstance(p, data.Slot)]
     assert len(runs) == len(edit["conversation"][-1]["media"])  # only the target turn's media are runs
     assert slots  # the earlier turns' media are inputs
-    turn_start = max(i for i, p in enumerate(last) if p == data.Text(data.ASSISTANT)) + 1
+    turn_start = max(i for i, p in enumerate(last) if isinstance(p, data.Text) and p.text.endswith(data.ASSISTANT)) + 1
     assert not any(p.target for p in last[:turn_start] if isinstance(p, data.Text))
     assert all(p.target for p in last[turn_start:] if isinstance(p, data.Text))
+    # Text tokenizes as at inference: no two text pieces of one kind side by side, the answer starts " <word>".
+    assert not any(isinstance(a, data.Text) and isinstance(b, data.Text) and a.target == b.target
+                   for a, b in zip(last, last[1:]))
+    first = last[turn_start]
+    assert not isinstance(first, data.Text) or (first.text.startswith(" ") and first.text[1:2].strip())
 
 
 def test_three_stages_train_resume_and_save(tiny_world, tmp_path):

@@ -121,6 +121,20 @@ def _turn(turn: dict, index: dict, as_output: bool, target: bool) -> list[Piece]
     return pieces
 
 
+def merge_text(pieces: list[Piece]) -> list[Piece]:
+    """Join neighbouring text of the same kind, so that it tokenizes as `build_prompt` and generation do.
+
+    Tokenized apart, "### Human: " + "Can you..." or " " + "Here is..." split their first word (" ", "H", "ere")
+    into tokens the model never sees at inference, where each run of text is one piece."""
+    out: list[Piece] = []
+    for p in pieces:
+        if isinstance(p, Text) and out and isinstance(out[-1], Text) and out[-1].target == p.target:
+            out[-1] = Text(out[-1].text + p.text, p.target)
+        else:
+            out.append(p)
+    return out
+
+
 def stage3_examples(dialogue: dict, root: str | Path) -> list[list[Piece]]:
     """One example per assistant turn: the conversation so far as context, that turn as the target.
 
@@ -144,5 +158,5 @@ def stage3_examples(dialogue: dict, root: str | Path) -> list[list[Piece]]:
                 pieces.append(Text(" ", last))
                 pieces += _turn(t, index, as_output=last, target=last)
                 pieces.append(Text(TURN_END, last))
-        examples.append(pieces)
+        examples.append(merge_text(pieces))
     return examples

@@ -1,0 +1,73 @@
+"""The shipped NExT-GPT nano (`assets/nano`), the default model: one example per direction, judged by the oracles.
+
+Inputs are rendered by the world's own renderers (never seen in training: fresh jitter), the prompts use the
+world's phrasing, and a fixed seed keeps each answer the same from run to run.
+"""
+
+import numpy as np
+import pytest
+
+from nextgpt.config import DEFAULT_MODEL, SHIPPED
+from nextgpt.conversation import Message
+from nextgpt.eval import read_media
+from nextgpt.media import Media
+from nextgpt.nano import oracles
+from nextgpt.nano import world as W
+
+
+@pytest.fixture(scope="module")
+def nano(nano_model):
+    return nano_model
+
+
+def _write(modality, attrs, folder, seed=7) -> Media:
+    data = W.render(modality, attrs, np.random.default_rng(seed))
+    path = folder / {"image": "in.png", "video": "in.mp4", "audio": "in.wav"}[modality]
+    {"image": W.write_image, "video": W.write_video, "audio": W.write_sound}[modality](path, data)
+    return Media(modality, str(path))
+
+
+def _ask(model, folder, *parts, output="auto"):
+    return model.generate([Message("user", list(parts))], seed=0, output=output, out_dir=folder / "out")
+
+
+def test_default_is_the_shipped_nano():
+    assert DEFAULT_MODEL == "nano" and (SHIPPED["nano"] / "config.json").exists()
+
+
+@pytest.mark.parametrize("modality, prompt, truth", [
+    ("image", "Draw a red circle on the left.", {"colour": "red", "shape": "circle", "position": "left"}),
+    ("video", "Make a video of a blue square moving up.", {"colour": "blue", "direction": "up"}),
+    ("audio", "Play a beeping yellow tone.", {"colour": "yellow", "rhythm": "beeping"}),
+])
+def test_text_to_media(nano, tmp_path, modality, prompt, truth):
+    result = _ask(nano, tmp_path, prompt)
+    assert [m.modality for m in result.media] == [modality]  # routed by itself, with output="auto"
+    read = read_media(modality, result.media[0].path)
+    assert {a: read.get(a) for a in truth} == truth
+
+
+@pytest.mark.parametrize("modality, attrs, question, named", [
+    ("image", {"colour": "green", "shape": "triangle", "position": "right"}, "What do you see in this picture?",
+     ("colour", "shape")),
+    ("video", {"colour": "purple", "shape": "star", "direction": "left"}, "Which way does the shape move?",
+     ("direction",)),
+    ("audio", {"colour": "cyan", "rhythm": "steady"}, "What colour does this sound belong to?", ("colour",)),
+])
+def test_media_to_text(nano, tmp_path, modality, attrs, question, named):
+    result = _ask(nano, tmp_path, _write(modality, attrs, tmp_path), question)
+    assert not result.media
+    said = oracles.caption_attributes(result.text)
+    assert {a: said.get(a) for a in named} == {a: attrs[a] for a in named}, result.text
+
+
+def test_image_to_audio(nano, tmp_path):
+    picture = _write("image", {"colour": "blue", "shape": "square", "position": "centre"}, tmp_path)
+    result = _ask(nano, tmp_path, picture, "Make a steady sound for this picture.")
+    assert [m.modality for m in result.media] == ["audio"]
+    assert read_media("audio", result.media[0].path)["colour"] == "blue"
+
+
+def test_text_only_question_gets_no_media(nano, tmp_path):
+    picture = _write("image", {"colour": "yellow", "shape": "star", "position": "centre"}, tmp_path)
+    assert not _ask(nano, tmp_path, picture, "What colour is the shape?").media
