@@ -197,8 +197,11 @@ def render_grid(model, out: str | Path, examples_dir: str | Path, seed: int = 0)
 
     from .media import guess_modality
 
+    import tempfile
+
     size, text_w, gap = 64, 430, 6
     rows = []
+    media_dir = tempfile.mkdtemp(prefix="nextgpt-grid-")
     for prompt, attachment in GRID_PROMPTS:
         parts = [prompt]
         tiles_in = []
@@ -207,7 +210,7 @@ def render_grid(model, out: str | Path, examples_dir: str | Path, seed: int = 0)
             m = guess_modality(path)
             parts.insert(0, Media(m, path))
             tiles_in = _thumbs(m, path, size)[:1] if m != "audio" else _thumbs(m, path, size)
-        result = model.generate([Message("user", parts)], seed=seed, out_dir=Path(out).parent / "grid-media")
+        result = model.generate([Message("user", parts)], seed=seed, out_dir=media_dir)
         tiles_out = [t for x in result.media for t in _thumbs(x.modality, x.path, size)]
         rows.append((f"> {prompt}", result.text.strip(), tiles_in, tiles_out))
     width = text_w + (4 + 1 + 8) * (size + 2) + gap
