@@ -22,6 +22,10 @@ def main() -> None:
     from nextgpt.serve import ChatService
 
     settings = AppSettings.from_args()
+    if settings.threads > 0:
+        import torch
+
+        torch.set_num_threads(settings.threads)
     # The model wrapper: built once per process and handed to the UI.
     service = ChatService.from_pretrained(settings.model, limits=settings.limits(), **settings.model_kwargs())
     demo = build_demo(service, settings)

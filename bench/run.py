@@ -279,6 +279,7 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads, as the app sets them (0: torch's default)")
     p.add_argument("--skip", default="", help="comma-separated sections: " + ",".join([*SECTIONS, "cold"]))
     p.add_argument("--json", help="write the results here")
     p.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"))
@@ -287,6 +288,8 @@ def main(argv=None) -> int:
         old, new = (json.loads(Path(f).read_text()) for f in a.compare)
         print(compare(old, new))
         return 0
+    if a.threads > 0:
+        torch.set_num_threads(a.threads)
     results = run(a.model, a.repeat, {s for s in a.skip.split(",") if s})
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=2))

@@ -58,3 +58,15 @@ def test_export_zip_has_conversation_and_media(tmp_path):
     assert conv["messages"][0]["content"][0]["type"] == "image"
     assert conv["messages"][4]["note"].startswith("🖼️")
     assert Path(path).name.endswith(".zip")
+
+
+def test_settings_default_to_nano_and_one_intra_op_thread(monkeypatch):
+    from demo import AppSettings
+
+    monkeypatch.delenv("NEXTGPT_MODEL", raising=False)
+    monkeypatch.delenv("NEXTGPT_THREADS", raising=False)
+    settings = AppSettings.from_args([])
+    assert (settings.model, settings.threads) == ("nano", 1)
+    monkeypatch.setenv("NEXTGPT_THREADS", "0")
+    assert AppSettings.from_args([]).threads == 0
+    assert AppSettings.from_args(["--threads", "2"]).threads == 2
