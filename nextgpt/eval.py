@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -197,8 +198,6 @@ def render_grid(model, out: str | Path, examples_dir: str | Path, seed: int = 0)
 
     from .media import guess_modality
 
-    import tempfile
-
     size, text_w, gap = 64, 430, 6
     rows = []
     media_dir = tempfile.mkdtemp(prefix="nextgpt-grid-")
@@ -209,7 +208,7 @@ def render_grid(model, out: str | Path, examples_dir: str | Path, seed: int = 0)
             path = str(Path(examples_dir) / attachment)
             m = guess_modality(path)
             parts.insert(0, Media(m, path))
-            tiles_in = _thumbs(m, path, size)[:1] if m != "audio" else _thumbs(m, path, size)
+            tiles_in = _thumbs(m, path, size)[:1]  # a video shows its first frame
         result = model.generate([Message("user", parts)], seed=seed, out_dir=media_dir)
         tiles_out = [t for x in result.media for t in _thumbs(x.modality, x.path, size)]
         rows.append((f"> {prompt}", result.text.strip(), tiles_in, tiles_out))

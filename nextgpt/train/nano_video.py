@@ -21,6 +21,8 @@ Why it looks like this
   the normalisation is folded into the VAE) are precomputed once. Direction is only in the frame order: the
   temporal convolutions (kernel 3 over time, zero-padded at the ends) are what tell the first frame from the last.
 * Classifier-free guidance dropout, EMA, the DDIM sampler and guidance ~5 as in the image part.
+* Unlike the image part, zero terminal SNR with v-prediction (and DDIM "trailing" spacing): with SD's schedule the
+  model read the direction from the signal left in its noisiest inputs and drew it with a random sign from noise.
 """
 
 from __future__ import annotations
@@ -197,9 +199,8 @@ def train_unet(cfg: Config) -> Path:
     no_dropout(unet)
     ema = copy.deepcopy(unet).requires_grad_(False)
     noise = DDPMScheduler(**noise_schedule_kwargs(), **schedule_kwargs(cfg))
-    # Direction lives only in the temporal layers: the temporal convs (kernel 3 over frames, zero-padded) are the
-    # only part that is not symmetric under reversing time, so a slow learner there draws the right axis of motion
-    # with a random sign (what a first run with one learning rate did). They get a higher learning rate.
+    # The spatial layers start trained (from SD-nano), the temporal ones new: they get a higher learning rate. (This
+    # alone did not fix the random sign of the motion; the zero-SNR schedule in Config did. The shipped run used both.)
     temporal = [p for n, p in unet.named_parameters() if any(k in n for k in TEMPORAL)]
     spatial = [p for n, p in unet.named_parameters() if not any(k in n for k in TEMPORAL)]
     opt = torch.optim.AdamW([{"params": spatial, "base_lr": cfg.unet_lr},
