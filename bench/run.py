@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -29,14 +30,21 @@ ROOT = Path(__file__).resolve().parents[1]
 MEDIA = ROOT / "assets" / "examples"
 
 
-def timed(fn, repeat: int) -> float:
-    fn()  # warm-up
-    times = []
+def timed_together(fns: dict, repeat: int) -> dict[str, float]:
+    """The median time of each function, the functions run in turn: a machine's drift touches each alike."""
+    for fn in fns.values():
+        fn()  # warm-up
+    times = {name: [] for name in fns}
     for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def timed(fn, repeat: int) -> float:
+    return timed_together({"fn": fn}, repeat)["fn"]
 
 
 def _turn(model, text="Show me a picture.", media=()):
@@ -120,8 +128,9 @@ def wrapper_overhead(model, repeat: int, tmp: Path) -> dict:
                 cond = model.project_signal(r.modality, hidden, list(r.ids))
                 model.decoders.write(model.decoders.decode(r.modality, cond, seed=0), tmp / "direct.png")
 
-    library = timed(lambda: model.generate(messages, seed=0, output="image", out_dir=tmp), repeat)
-    parts = timed(direct, repeat)
+    t = timed_together({"library": lambda: model.generate(messages, seed=0, output="image", out_dir=tmp),
+                        "parts": direct}, repeat)
+    library, parts = t["library"], t["parts"]
     return {"library turn (s)": library, "parts called directly (s)": parts, "wrapper ratio": library / parts}
 
 
@@ -136,10 +145,14 @@ def app_overhead(model, repeat: int, tmp: Path) -> dict:
     demo = build_demo(ChatService(model, settings.limits()), settings)
     demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
     try:
-        client = Client(demo.local_url, verbose=False)
+        # One SSL context for every request: gradio_client otherwise builds one (loading the CA bundle, ~20 ms)
+        # per request and per file download, even over plain http, which a browser never does.
+        client = Client(demo.local_url, verbose=False, ssl_verify=ssl.create_default_context())
         message = {"text": "Show me a picture.", "files": []}
-        app = timed(lambda: client.predict(message, [], "image", 0, api_name="/chat"), repeat)
-        lib = timed(lambda: model.generate(_turn(model), seed=0, output="image", out_dir=tmp), repeat)
+        t = timed_together({"app": lambda: client.predict(message, [], "image", 0, api_name="/chat"),
+                            "library": lambda: model.generate(_turn(model), seed=0, output="image", out_dir=tmp)},
+                           repeat)
+        app, lib = t["app"], t["library"]
     finally:
         demo.close()
     return {"app turn via gradio_client (s)": app, "library turn (s)": lib, "app ratio": app / lib}

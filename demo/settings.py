@@ -35,6 +35,7 @@ class AppSettings:
     max_prompt_chars: int = 4000
     max_history_turns: int = 8
     queue_size: int = 32
+    stream_interval_s: float = 0.1  # the least time between two streamed updates of the chat
     outputs: str = str(ROOT / "outputs")  # generated media; cleaned with Gradio's cache
 
     def model_kwargs(self) -> dict:

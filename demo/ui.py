@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -178,9 +179,18 @@ def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
         )
         answer = Answer()
         events = service.chat(messages, **options)
+        shown = 0.0
         try:
             for event in events:
                 answer.apply(event)
+                # Each yield is a render, a diff and a message to every browser: coalesce tokens and decoder
+                # steps to a few updates a second; a media item's start and end show at once.
+                now = time.monotonic()
+                if isinstance(event, ChatResult) or (
+                    isinstance(event, (TextDelta, MediaProgress)) and now - shown < settings.stream_interval_s
+                ):
+                    continue  # (the result is the last event: the final update below shows it)
+                shown = now
                 yield history + answer.messages(), gr.skip()
         except Exception as e:  # the model failed mid-answer: keep what was shown and say what happened
             answer.tail = [_note(f"⚠️ The answer stopped: {type(e).__name__}: {e}")]

@@ -10,6 +10,7 @@ import queue
 import tempfile
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -83,6 +84,9 @@ class NextGPT(nn.Module):
         self.decoders = decoders
         # One generation at a time. A plain Lock: a server may resume the chat generator on another thread.
         self._lock = threading.Lock()
+        # Generation and decoding run on one long-lived thread so that `chat` can stream: a fresh thread per
+        # request would pay torch's per-thread start-up (its thread pool, allocator caches) on every turn.
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextgpt")
         if tokenizer is not None:
             ids = add_signal_tokens(tokenizer, config.signal)
             self.media_ids = ids["media"]
@@ -382,8 +386,7 @@ class NextGPT(nn.Module):
                     failure.append(e)
                     streamer.end()
 
-            worker = threading.Thread(target=run, daemon=True)
-            worker.start()
+            worker = self._worker.submit(run)
             generated: list[int] = []
             shown = ""
             starts = {ids[0]: m for m, ids in self.signal_ids.items()}
@@ -404,7 +407,7 @@ class NextGPT(nn.Module):
                         shown = text
             finally:
                 cancel.set()  # the consumer left or finished: let generate stop at its next step
-                worker.join()
+                worker.result()
             if failure:
                 raise failure[0]
             text = visible_text(self.tokenizer.decode(generated, skip_special_tokens=True), final=True)
@@ -445,7 +448,7 @@ class NextGPT(nn.Module):
             finally:
                 events.put(None)
 
-        threading.Thread(target=work, daemon=True).start()
+        self._worker.submit(work)
         while (event := events.get()) is not None:
             yield event
         if "error" in box:

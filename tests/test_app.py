@@ -24,6 +24,27 @@ def test_streamed_answer_arrives_in_several_updates(client):
     assert final[0]["role"] == "user" and final[-1]["metadata"]["title"].startswith("Signal tokens: none")
 
 
+def test_updates_are_coalesced_and_nothing_is_lost(nano_model, client, tmp_path):
+    """With a long stream interval, tokens and decoder steps reach the client in a handful of updates."""
+    from demo import AppSettings, build_demo
+    from nextgpt.serve import ChatService
+
+    settings = AppSettings(outputs=str(tmp_path), stream_interval_s=3600.0)
+    slow = build_demo(ChatService(nano_model, settings.limits()), settings)
+    slow.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
+    try:
+        request = ({"text": "Show me a picture.", "files": []}, [], "image", 4)
+        job = Client(slow.local_url, verbose=False).submit(*request, api_name="/chat")
+        updates = list(job)
+        final = job.outputs()[-1][0]
+    finally:
+        slow.close()
+    # echo, first token, the signal run, the media ready and the final state: not one per token or step
+    assert len(updates) <= 7
+    assert _text(final) == _text(client.predict(*request, api_name="/chat")[0])
+    assert len(_files(final)) == 1
+
+
 @pytest.mark.parametrize("modality", ["image", "video", "audio"])
 def test_each_output_modality_returns_a_file(client, modality):
     history, _ = client.predict({"text": f"Make me a {modality}.", "files": []}, [], modality, 1, api_name="/chat")
