@@ -9,7 +9,7 @@ from nextgpt.conversation import Message
 from nextgpt.model import NextGPT
 from nextgpt.nano import world
 from nextgpt.train import data
-from nextgpt.train.stages import StageConfig, train
+from nextgpt.train.stages import StageConfig, train, trainable_parameters
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +72,16 @@ def test_three_stages_train_resume_and_save(tiny_world, tmp_path):
     result = again.generate([Message("user", "Show me a red circle.")], seed=0, output="image",
                             out_dir=tmp_path / "out")
     assert result.media and result.media[0].modality == "image"
+
+
+def test_lora_trains_in_stage_3_by_default_and_in_any_stage_when_asked():
+    model = NextGPT.from_pretrained("tiny")
+    lora = {id(p) for n, p in model.llm.named_parameters() if "lora_" in n}
+    chosen = lambda stage, flag=None: {id(p) for p in trainable_parameters(model, stage, flag)}  # noqa: E731
+    assert not lora & chosen(1) and not lora & chosen(2)
+    assert lora <= chosen(3)
+    assert lora <= chosen(1, True)  # the nano recipe: its 4-layer LLM cannot read a media token frozen
+    assert not lora & chosen(3, False)
 
 
 def test_evaluation_scores_the_reference_answers_as_right(tiny_world):

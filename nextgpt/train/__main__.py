@@ -8,6 +8,10 @@ import dataclasses
 from .stages import StageConfig, train
 
 
+def _yes(text: str) -> bool:
+    return text.lower() in ("1", "true", "yes", "on")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m nextgpt.train", description=__doc__)
     defaults = StageConfig()
@@ -16,7 +20,7 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(value, tuple):
             parser.add_argument(f"--{f.name.replace('_', '-')}", nargs="+", default=list(value))
         else:
-            kind = int if f.name == "max_examples" else type(value)
+            kind = {"max_examples": int, "lora": _yes}.get(f.name, type(value))
             parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=value)
     args = vars(parser.parse_args(argv))
     args["modalities"] = tuple(args["modalities"])

@@ -52,12 +52,13 @@ class StageConfig:
     log_every: int = 10
     modalities: tuple[str, ...] = ("image", "video", "audio")
     max_examples: int | None = None  # cap the dataset (smoke tests)
+    lora: bool | None = None  # train the LoRA too; None: in stage 3 only, as released
 
 
 # --- what trains in each stage -----------------------------------------------------------------------------------
 
 
-def trainable_parameters(model: NextGPT, stage: int) -> list[nn.Parameter]:
+def trainable_parameters(model: NextGPT, stage: int, lora: bool | None = None) -> list[nn.Parameter]:
     """Freeze everything, then unfreeze the stage's parts; the added-token rows train through a gradient mask."""
     model.requires_grad_(False)
     params: list[nn.Parameter] = []
@@ -65,7 +66,7 @@ def trainable_parameters(model: NextGPT, stage: int) -> list[nn.Parameter]:
         params += list(model.input_projector.parameters())
     if stage in (2, 3):
         params += list(model.output_projectors.parameters())
-    if stage == 3:
+    if (stage == 3) if lora is None else lora:
         params += [p for n, p in model.llm.named_parameters() if "lora_" in n]
     first = min(model.media_ids)
     for matrix in (model.llm.get_input_embeddings().weight, model.llm.get_output_embeddings().weight):
@@ -243,7 +244,7 @@ def train(cfg: StageConfig) -> NextGPT:
     model = NextGPT.from_pretrained(cfg.model, device=str(accelerator.device))
     examples = build_examples(cfg)
     store = FeatureStore(model, examples, Path(cfg.features))
-    params = trainable_parameters(model, cfg.stage)
+    params = trainable_parameters(model, cfg.stage, cfg.lora)
     decay = [p for p in params if p.ndim >= 2 and p.shape[0] != model.config.llm.vocab_size]
     no_decay = [p for p in params if not any(p is q for q in decay)]  # biases, norms, the masked matrices
     optimizer = torch.optim.AdamW(
