@@ -135,7 +135,11 @@ def wrapper_overhead(model, repeat: int, tmp: Path) -> dict:
 
 
 def app_overhead(model, repeat: int, tmp: Path) -> dict:
-    """A gradio_client turn against the app (in this process, on 127.0.0.1) vs the same library call."""
+    """A gradio_client turn against the app (in this process, on 127.0.0.1) vs the same library call.
+
+    Also the round trip of an endpoint that only echoes its input: what gradio and its client cost any request
+    (the client polls its message queue every 50 ms), which no app can go below."""
+    import gradio as gr
     from gradio_client import Client
 
     from demo import AppSettings, build_demo
@@ -143,19 +147,27 @@ def app_overhead(model, repeat: int, tmp: Path) -> dict:
 
     settings = AppSettings(outputs=str(tmp / "outputs"))
     demo = build_demo(ChatService(model, settings.limits()), settings)
-    demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
+    with gr.Blocks() as echo:
+        box = gr.Textbox()
+        box.submit(lambda text: text, box, box, api_name="echo")
+    # One SSL context for every request: gradio_client otherwise builds one (loading the CA bundle, ~20 ms)
+    # per request and per file download, even over plain http, which a browser never does.
+    context = ssl.create_default_context()
     try:
-        # One SSL context for every request: gradio_client otherwise builds one (loading the CA bundle, ~20 ms)
-        # per request and per file download, even over plain http, which a browser never does.
-        client = Client(demo.local_url, verbose=False, ssl_verify=ssl.create_default_context())
+        for blocks in (demo, echo):
+            blocks.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
+        client = Client(demo.local_url, verbose=False, ssl_verify=context)
+        echo_client = Client(echo.local_url, verbose=False, ssl_verify=context)
         message = {"text": "Show me a picture.", "files": []}
         t = timed_together({"app": lambda: client.predict(message, [], "image", 0, api_name="/chat"),
-                            "library": lambda: model.generate(_turn(model), seed=0, output="image", out_dir=tmp)},
-                           repeat)
-        app, lib = t["app"], t["library"]
+                            "library": lambda: model.generate(_turn(model), seed=0, output="image", out_dir=tmp),
+                            "echo": lambda: echo_client.predict("hi", api_name="/echo")}, repeat)
     finally:
         demo.close()
-    return {"app turn via gradio_client (s)": app, "library turn (s)": lib, "app ratio": app / lib}
+        echo.close()
+    return {"app turn via gradio_client (s)": t["app"], "library turn (s)": t["library"],
+            "app ratio": t["app"] / t["library"], "empty gradio round trip (s)": t["echo"],
+            "app ratio less the empty round trip": (t["app"] - t["echo"]) / t["library"]}
 
 
 def decoder_caching(model, repeat: int) -> dict:

@@ -26,7 +26,8 @@ class NanoStages:
 
     Stage 1 also trains the LoRA here. Vicuna-7B reads a projected ImageBind token with its weights frozen; the
     4-layer LLM-nano cannot: with only the projector training, its captions ignored the media (shuffling the
-    media changed the caption loss by 2%), and with the LoRA it names colour and shape of 98-100% of them.
+    media changed the caption loss by 2-10%); with the LoRA, stage 1 alone names every attribute of 60 of 60 held-out
+    images, videos and sounds when asked to describe them.
     """
 
     steps: dict[int, int] = field(default_factory=lambda: {1: 4000, 2: 3000, 3: 6000})

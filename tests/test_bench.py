@@ -1,0 +1,20 @@
+"""The benchmark script runs and reports every figure it promises (one repeat; the figures are not judged here)."""
+
+import json
+
+from bench import run as bench
+
+
+def test_overhead_sections_report_their_ratios(tiny_model, tmp_path):
+    wrapper = bench.wrapper_overhead(tiny_model, 1, tmp_path)
+    app = bench.app_overhead(tiny_model, 1, tmp_path)
+    assert wrapper["wrapper ratio"] > 0 and app["app ratio"] > 0
+    assert 0 < app["empty gradio round trip (s)"] < app["app turn via gradio_client (s)"]
+    assert app["app ratio less the empty round trip"] < app["app ratio"]
+
+
+def test_compare_prints_new_over_old(tmp_path):
+    old, new = tmp_path / "old.json", tmp_path / "new.json"
+    old.write_text(json.dumps({"model": "tiny", "wrapper": {"wrapper ratio": 2.0}}))
+    new.write_text(json.dumps({"model": "tiny", "wrapper": {"wrapper ratio": 1.0}}))
+    assert bench.main(["--compare", str(old), str(new)]) == 0
