@@ -13,8 +13,9 @@ def test_overhead_sections_report_their_ratios(tiny_model, tmp_path):
     assert app["app ratio less the empty round trip"] < app["app ratio"]
 
 
-def test_compare_prints_new_over_old(tmp_path):
+def test_compare_prints_new_over_old(tmp_path, capsys):
     old, new = tmp_path / "old.json", tmp_path / "new.json"
     old.write_text(json.dumps({"model": "tiny", "wrapper": {"wrapper ratio": 2.0}}))
     new.write_text(json.dumps({"model": "tiny", "wrapper": {"wrapper ratio": 1.0}}))
     assert bench.main(["--compare", str(old), str(new)]) == 0
+    assert "x0.500" in capsys.readouterr().out
