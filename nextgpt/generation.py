@@ -8,6 +8,7 @@ forced or forbidden (the app's output selector).
 from __future__ import annotations
 
 import queue
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -180,29 +181,44 @@ def stop_like_ids(tokenizer) -> list[int]:
 
 
 class TokenQueueStreamer(BaseStreamer):
-    """Hands each new token id from the generate thread to the consumer; `None` marks the end."""
+    """Hands new token ids from the generate thread to the consumer; `None` marks the end.
 
-    def __init__(self, timeout: float | None = None):
+    Tokens go over in batches at most every `interval_s` (the first at once): each handover wakes the consumer,
+    whose turn at the GIL stalls generation, and a small model makes a token every few milliseconds."""
+
+    def __init__(self, timeout: float | None = None, interval_s: float = 0.02):
         self.queue: queue.Queue = queue.Queue()
         self.timeout = timeout
+        self.interval_s = interval_s
         self._prompt_seen = False
+        self._pending: list[int] = []
+        self._last = -float("inf")
 
     def put(self, value: torch.Tensor) -> None:
         if not self._prompt_seen:  # the first call carries the prompt ids (empty with inputs_embeds)
             self._prompt_seen = True
             return
-        for i in value.reshape(-1).tolist():
-            self.queue.put(i)
+        self._pending += value.reshape(-1).tolist()
+        now = time.monotonic()
+        if now - self._last >= self.interval_s:
+            self._flush()
+            self._last = now
+
+    def _flush(self) -> None:
+        if self._pending:
+            self.queue.put(self._pending)
+            self._pending = []
 
     def end(self) -> None:
+        self._flush()
         self.queue.put(None)
 
     def __iter__(self):
         while True:
-            item = self.queue.get(timeout=self.timeout)
-            if item is None:
+            batch = self.queue.get(timeout=self.timeout)
+            if batch is None:
                 return
-            yield item
+            yield from batch
 
 
 def visible_text(text: str, final: bool = False) -> str:
