@@ -84,8 +84,8 @@ class NextGPT(nn.Module):
         self.decoders = decoders
         # One generation at a time. A plain Lock: a server may resume the chat generator on another thread.
         self._lock = threading.Lock()
-        # Generation and decoding run on one long-lived thread so that `chat` can stream: a fresh thread per
-        # request would pay torch's per-thread start-up (its thread pool, allocator caches) on every turn.
+        # Generation and decoding run off the caller's thread so that `chat` can stream; one long-lived thread
+        # rather than a new one per request keeps torch's per-thread state warm between turns.
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextgpt")
         if tokenizer is not None:
             ids = add_signal_tokens(tokenizer, config.signal)
