@@ -49,13 +49,17 @@ def _folders(world: Path) -> dict[str, Path]:
 
 
 def evaluate_model(model, world: str | Path, split: str = "test", limit: int | None = None, seed: int = 0,
-                   out_dir: str | Path | None = None, log=print) -> dict:
-    """Run every held-out dialogue turn by turn and score it; returns per-direction accuracies and more."""
+                   out_dir: str | Path | None = None, log=print, tasks: set[str] | None = None) -> dict:
+    """Run every held-out dialogue turn by turn and score it; returns per-direction accuracies and more.
+
+    `limit` keeps the first dialogues of each task, `tasks` only those tasks (names as in `DIRECTION_NAMES`)."""
     from .nano import oracles
 
     world = Path(world)
     items = {it["name"]: it for it in json.loads((world / "world.json").read_text())["items"]}
     dialogues = json.loads((world / split / "dialogues.json").read_text())
+    if tasks:
+        dialogues = [d for d in dialogues if d["task"] in tasks]
     if limit:
         per_task = defaultdict(list)
         for d in dialogues:
@@ -241,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--world", default="data/nano-world")
     m.add_argument("--split", default="test")
     m.add_argument("--limit", type=int, help="dialogues per task")
+    m.add_argument("--tasks", nargs="+", choices=sorted(DIRECTION_NAMES), help="only these tasks")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--out", help="keep the generated media here")
     m.add_argument("--json", action="store_true")
@@ -264,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         from .model import NextGPT
 
         model = NextGPT.from_pretrained(a.model)
-        r = evaluate_model(model, a.world, a.split, a.limit, a.seed, a.out, log=None if a.json else print)
+        r = evaluate_model(model, a.world, a.split, a.limit, a.seed, a.out, log=None if a.json else print,
+                           tasks=set(a.tasks or ()))
         print(json.dumps(r, indent=2) if a.json else format_model_table(r))
     else:
         r = evaluate_parts(a.folder, a.world, a.split, a.n)

@@ -84,6 +84,19 @@ def test_lora_trains_in_stage_3_by_default_and_in_any_stage_when_asked():
     assert not lora & chosen(3, False)
 
 
+def test_stage3_blends_pair_examples_into_each_batch_when_asked(tiny_world):
+    from nextgpt.train.stages import build_examples
+
+    plain, none = build_examples(StageConfig(stage=3, data=str(tiny_world)))
+    assert not none
+    examples, blended = build_examples(StageConfig(stage=3, data=str(tiny_world), pair_mix=0.25))
+    assert examples == plain  # the dialogues' examples and their order do not change
+    captions = [p for ex in blended for p in ex if isinstance(p, data.Text) and p.target]
+    assert any(isinstance(p, data.Slot) for ex in blended for p in ex) and captions  # stage 1: media -> caption
+    assert any(isinstance(p, data.Run) for ex in blended for p in ex)  # stage 2: caption -> signal run
+    assert len(blended) == 2 * len(data.read_pairs(tiny_world))
+
+
 def test_evaluation_scores_the_reference_answers_as_right(tiny_world):
     """A stand-in model that replays the reference answers (and their media) must score 100%."""
     from nextgpt.eval import evaluate_model

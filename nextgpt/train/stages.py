@@ -53,6 +53,9 @@ class StageConfig:
     modalities: tuple[str, ...] = ("image", "video", "audio")
     max_examples: int | None = None  # cap the dataset (smoke tests)
     lora: bool | None = None  # train the LoRA too; None: in stage 3 only, as released
+    # Stage 3: this share of each batch is T_X pair examples (stage 1's media -> caption and stage 2's caption ->
+    # signal run, half each), as the official stage 3 blended its T2X and LLaVA sets with the instructions.
+    pair_mix: float = 0.0
 
 
 # --- what trains in each stage -----------------------------------------------------------------------------------
@@ -83,18 +86,26 @@ def trainable_parameters(model: NextGPT, stage: int, lora: bool | None = None) -
 # --- examples, features and targets -------------------------------------------------------------------------------
 
 
-def build_examples(cfg: StageConfig) -> list[list[data.Piece]]:
+def build_examples(cfg: StageConfig) -> tuple[list[list[data.Piece]], list[list[data.Piece]]]:
+    """The stage's examples, and the pair examples stage 3 blends in (`pair_mix`; empty otherwise)."""
     rng = random.Random(cfg.seed)
     if cfg.stage in (1, 2):
-        pairs = data.read_pairs(cfg.data, cfg.modalities)
         make = data.stage1_example if cfg.stage == 1 else data.stage2_example
-        examples = [make(p, rng) for p in pairs]
+        examples = [make(p, rng) for p in data.read_pairs(cfg.data, cfg.modalities)]
     else:
         examples = [ex for d in data.read_dialogues(cfg.data) for ex in data.stage3_examples(d, cfg.data)]
     if not examples:
         raise ValueError(f"no training data for stage {cfg.stage} under {cfg.data}")
     rng.shuffle(examples)
-    return examples[: cfg.max_examples] if cfg.max_examples else examples
+    blended = []
+    if cfg.stage == 3 and cfg.pair_mix > 0:
+        rng = random.Random(cfg.seed + 1)  # its own stream: the dialogues' examples stay as without the blend
+        blended = [make(p, rng) for p in data.read_pairs(cfg.data, cfg.modalities)
+                   for make in (data.stage1_example, data.stage2_example)]
+        rng.shuffle(blended)
+    if cfg.max_examples:
+        return examples[: cfg.max_examples], blended[: cfg.max_examples]
+    return examples, blended
 
 
 def _key(text: str) -> str:
@@ -242,8 +253,8 @@ def train(cfg: StageConfig) -> NextGPT:
     accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum)
     run = Run(cfg.run)
     model = NextGPT.from_pretrained(cfg.model, device=str(accelerator.device))
-    examples = build_examples(cfg)
-    store = FeatureStore(model, examples, Path(cfg.features))
+    examples, blended = build_examples(cfg)
+    store = FeatureStore(model, examples + blended, Path(cfg.features))
     params = trainable_parameters(model, cfg.stage, cfg.lora)
     decay = [p for p in params if p.ndim >= 2 and p.shape[0] != model.config.llm.vocab_size]
     no_decay = [p for p in params if not any(p is q for q in decay)]  # biases, norms, the masked matrices
@@ -260,7 +271,9 @@ def train(cfg: StageConfig) -> NextGPT:
     rng = random.Random(cfg.seed + step)
     while step < cfg.steps:
         with accelerator.accumulate(module):
-            batch = rng.sample(examples, min(cfg.batch_size, len(examples)))
+            n_pairs = round(cfg.batch_size * cfg.pair_mix) if blended else 0
+            batch = rng.sample(examples, min(cfg.batch_size - n_pairs, len(examples)))
+            batch += rng.sample(blended, min(n_pairs, len(blended)))
             loss, parts = module(batch)
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
