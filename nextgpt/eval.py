@@ -3,7 +3,9 @@
 `model`: held-out MosIT-style dialogues through the whole pipeline (encoder -> LLM -> signal tokens -> projectors
 -> decoders), turn by turn, each answer (and its media) fed back as history, as in the app:
 - X -> image / video / audio: the oracles read the generated media; every attribute must match the reference;
-- X -> text: the answer must name each attribute the reference answer names, with the same value;
+- X -> text: the answer must name each attribute the question asks about (all of them for "describe it") as the
+  reference does, and whatever else it names must be right too (a reference that says "the square is moving left"
+  to "which way does it move?" does not make the shape required; a wrong shape still fails the turn);
 - routing: the modalities the model generated equal the ones the reference answer has (none for text);
 - multi-turn edits: the last turn of an edit dialogue is right in every attribute.
 `parts`: the frozen nano parts on their own (ImageBind-nano retrieval, each decoder from caption strings).
@@ -54,6 +56,7 @@ def evaluate_model(model, world: str | Path, split: str = "test", limit: int | N
 
     `limit` keeps the first dialogues of each task, `tasks` only those tasks (names as in `DIRECTION_NAMES`)."""
     from .nano import oracles
+    from .nano import world as nano_world
 
     world = Path(world)
     items = {it["name"]: it for it in json.loads((world / "world.json").read_text())["items"]}
@@ -96,13 +99,18 @@ def evaluate_model(model, world: str | Path, split: str = "test", limit: int | N
                             good = float(read.get(a) == truth[a])
                             attr_scores[f"{d['task']}/{a}"].append(good)
                             ok, judged = ok and bool(good), True
-            else:
-                asked = oracles.caption_attributes(turn["value"])
+            else:  # the asked attributes the reference names must be named right; any other named, right too
+                reference = oracles.caption_attributes(turn["value"])
                 said = oracles.caption_attributes(result.text)
-                for a, v in asked.items():
-                    good = float(said.get(a) == v)
-                    attr_scores[f"{d['task']}/{a}"].append(good)
-                    ok, judged = ok and bool(good), True
+                shown = [items[Path(p.path).name] for p in history[-1].media]
+                truth = {k: v for it in shown for k, v in it["attributes"].items()} | reference
+                asked = {a for it in shown for a in nano_world.asked_attributes(history[-1].text, it["modality"])}
+                for a, v in reference.items():
+                    if a in asked:
+                        good = float(said.get(a) == v)
+                        attr_scores[f"{d['task']}/{a}"].append(good)
+                        ok, judged = ok and bool(good), True
+                ok = ok and all(v == truth[a] for a, v in said.items() if a in truth)
             if judged:  # a turn that names nothing to check is not scored
                 last_ok = ok
                 scores[d["task"]].append(float(ok))

@@ -324,3 +324,10 @@ def test_oracles_read_the_written_files(worlds):
         if it["modality"] == "audio":
             info = soundfile.info(str(file))
             assert info.samplerate == SR and info.channels == 1 and 1.0 <= info.duration <= 2.0
+
+
+def test_asked_attributes_of_a_question():
+    assert world.asked_attributes("Here is a video: Where is the shape going?", "video") == ("direction",)
+    assert world.asked_attributes("Which side is the shape on?", "image") == ("position",)
+    assert world.asked_attributes("Look at this image. What do you see here?", "image") == world.ATTRIBUTES["image"]
+    assert world.asked_attributes("What colour does this sound belong to?", "audio") == ("colour",)

@@ -72,7 +72,7 @@ from PIL import Image, ImageDraw
 __all__ = [
     "COLOURS", "NOTES", "NOTE_NAMES", "SHAPES", "POSITIONS", "DIRECTIONS", "RHYTHMS", "BACKGROUND",
     "IMAGE_SIZE", "VIDEO_FRAMES", "VIDEO_FPS", "SAMPLE_RATE", "SPLITS", "ATTRIBUTES",
-    "render_image", "render_video", "render_sound", "caption", "random_attributes", "sample",
+    "render_image", "render_video", "render_sound", "caption", "random_attributes", "sample", "asked_attributes",
     "colour_of_pitch", "generate", "write_image", "write_video", "write_sound",
 ]
 
@@ -477,6 +477,16 @@ _QUESTION = {
     "direction": ("Which way does the shape move?", "Where is the shape going?"),
     "rhythm": ("Is this tone steady or beeping?", "What is the rhythm of this sound?"),
 }
+
+
+def asked_attributes(question: str, modality: str) -> tuple[str, ...]:
+    """What a human X -> text turn asks about: the attribute of a single-attribute question, else all of them."""
+    for name, questions in _QUESTION.items():
+        if any(q in question for q in questions):
+            return (name,)
+    return ATTRIBUTES[modality]
+
+
 _ANSWER = {
     "colour": ("It is {c}.", "The colour is {c}."),
     "colour_audio": ("It is the note of {c}.", "That is the sound of {c}."),
