@@ -70,3 +70,10 @@ def test_all_parts_resume_and_export(tiny_world, tmp_path):
     assert audio.shape == (1, 5120)
     scores = nano_audio.evaluate(tmp_path / "out", tiny_world, "train", n=2)
     assert scores["n"] == 2 and 0.0 <= scores["pitch"] <= 1.0
+
+    # Retune: a wider grid chosen again on the exported folder; its settings are a point of the grid.
+    result = nano_audio.train(tiny_config(tiny_world, tmp_path, guidance_grid="1,3", steps_grid="1,2"), "retune")
+    settings = nano_audio.inference_settings(tmp_path / "out")
+    assert settings["guidance_scale"] in (1.0, 3.0) and settings["num_inference_steps"] in (1, 2)
+    assert result["guidance_scale"] == settings["guidance_scale"]
+    assert json.loads((tmp_path / "run" / "retune" / "result.json").read_text())["n"] == 2

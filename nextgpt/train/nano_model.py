@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..config import (DecoderConfig, EncoderConfig, GenerationConfig, LLMConfig, LoRAConfig, NextGPTConfig,
                       OutputProjectorConfig, SignalTokenConfig)
+from . import nano_audio
 from .stages import StageConfig, train
 
 
@@ -44,6 +45,7 @@ def nano_config(parts: Path) -> NextGPTConfig:
     text_dim = json.loads((parts / "image_decoder" / "text_encoder" / "config.json").read_text())["hidden_size"]
     video_dim = json.loads((parts / "video_decoder" / "text_encoder" / "config.json").read_text())["hidden_size"]
     clap_dim = json.loads((parts / "audio_decoder" / "text_encoder" / "config.json").read_text())["projection_dim"]
+    audio = nano_audio.inference_settings(parts / "audio_decoder")  # chosen on validation captions
     proj = dict(d_model=128, nhead=4, num_encoder_layers=2, num_decoder_layers=2, dim_feedforward=512)
     return NextGPTConfig(
         name="nextgpt-nano",
@@ -60,7 +62,8 @@ def nano_config(parts: Path) -> NextGPTConfig:
         decoders={
             "image": DecoderConfig(str(parts / "image_decoder"), 5.0, 20, height=64, width=64),
             "video": DecoderConfig(str(parts / "video_decoder"), 5.0, 20, height=64, width=64, num_frames=8, fps=8),
-            "audio": DecoderConfig(str(parts / "audio_decoder"), 7.0, 20, audio_length_s=1.28, sample_rate=16000),
+            "audio": DecoderConfig(str(parts / "audio_decoder"), audio["guidance_scale"], audio["num_inference_steps"],
+                                   audio_length_s=audio["audio_length_in_s"], sample_rate=16000),
         },
         generation=GenerationConfig(max_new_tokens=96, temperature=1.0, top_p=0.01),
     )
