@@ -269,9 +269,9 @@ def train(cfg: StageConfig) -> NextGPT:
     step, _ = run.resume({"trained": trained}, {"optimizer": optimizer, "schedule": schedule})
     model.llm.train()
     rng = random.Random(cfg.seed + step)
+    n_pairs = round(cfg.batch_size * cfg.pair_mix) if blended else 0
     while step < cfg.steps:
         with accelerator.accumulate(module):
-            n_pairs = round(cfg.batch_size * cfg.pair_mix) if blended else 0
             batch = rng.sample(examples, min(cfg.batch_size - n_pairs, len(examples)))
             batch += rng.sample(blended, min(n_pairs, len(blended)))
             loss, parts = module(batch)
