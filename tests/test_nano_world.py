@@ -174,6 +174,28 @@ def test_dialogues_follow_the_schema_and_make_sense(worlds):
     assert tasks == set(world.TASKS)
 
 
+def test_question_dialogues_reuse_train_pair_media(worlds, tmp_path):
+    """`n_questions` only adds train dialogues asking one attribute of a train pair item; nothing else changes."""
+    path, manifest = worlds["a"]
+    with_q = world.generate(tmp_path, seed=0, **COUNTS, n_questions=12)
+    assert with_q["items"] == manifest["items"]
+    for split in ("validation", "test"):
+        assert _load(tmp_path / split, "dialogues.json") == _load(path / split, "dialogues.json")
+    plain, extended = _load(path / "train", "dialogues.json"), _load(tmp_path / "train", "dialogues.json")
+    assert extended[: len(plain)] == plain
+    questions = extended[len(plain):]
+    pairs = {it["name"]: it for it in manifest["items"] if it["source"] == "pairs" and it["split"] == "train"}
+    assert [q["id"] for q in questions] == [f"question_{k:06d}" for k in range(12)]
+    assert [q["task"] for q in questions] == ["i2t", "v2t", "a2t"] * 4
+    for q in questions:
+        human, gpt = q["conversation"]
+        (shown,) = human["media"]
+        item = pairs[shown["name"]]
+        asked = world.asked_attributes(human["value"], item["modality"])
+        assert len(asked) == 1 and not gpt["media"]
+        assert caption_attributes(gpt["value"]).get(asked[0]) == item["attributes"][asked[0]], gpt["value"]
+
+
 def test_every_caption_names_its_attributes(worlds):
     _, manifest = worlds["a"]
     for it in manifest["items"]:

@@ -43,6 +43,9 @@ Dialogue schema (MosIT raw, `mosit.json`, with media as structured fields instea
                                   tone, as you asked.",
          "media": [{"modality": "audio", "name": "mosit_a_000002_01.wav", "at": 60}]}]}
 
+With `--questions N`, train also holds N dialogues `question_{k:06d}` (tasks i2t / v2t / a2t) that ask one
+attribute of a train pair item: the pair media, reused.
+
 `value` is plain text and never contains a media name or tag. Each media item of a turn sits at character offset
 `at` of `value`: the turn reads `value[:at]`, then the media, then `value[at:]` (strip the space at the seam), so
 text may come before and after it. Turns alternate, start with "human" and end with "gpt", as
@@ -379,7 +382,7 @@ FOLDERS = {"image": "images", "video": "videos", "audio": "audios"}
 _WRITERS = {"image": write_image, "video": write_video, "audio": write_sound}
 # Fixed stream numbers, so that each item's random stream depends on (seed, kind, index) only: adding items or
 # changing one count never changes the others.
-_STREAM = {"image": 1, "video": 2, "audio": 3, "dialogue": 4, "plan": 5}
+_STREAM = {"image": 1, "video": 2, "audio": 3, "dialogue": 4, "plan": 5, "question": 6}
 
 
 def _rng(seed: int, kind: str, *index: int) -> np.random.Generator:
@@ -585,14 +588,20 @@ def _task_x2t(d: _Dialogue, m: str) -> None:
     if d.rng.uniform() < 0.6:  # describe everything
         d.show(m, item, _pick(d.rng, _DESCRIBE[m]))
         d.say("gpt", d.words(_pick(d.rng, _DESCRIPTION_AUDIO if m == "audio" else _DESCRIPTION), m, attrs))
-    else:  # ask about one attribute
-        name = _pick(d.rng, ATTRIBUTES[m])
-        questions = _QUESTION[name]
-        if name == "colour":  # the third colour question is about sounds only
-            questions = questions[2:] if m == "audio" else questions[:2]
-        d.show(m, item, _pick(d.rng, questions))
-        key = "colour_audio" if (name == "colour" and m == "audio") else name
-        d.say("gpt", d.words(_pick(d.rng, _ANSWER[key]), m, attrs))
+    else:
+        _ask_one(d, item)
+
+
+def _ask_one(d: _Dialogue, item: dict) -> None:
+    """A human turn asking about one attribute of `item`, and the answer."""
+    m, attrs = item["modality"], item["attributes"]
+    name = _pick(d.rng, ATTRIBUTES[m])
+    questions = _QUESTION[name]
+    if name == "colour":  # the third colour question is about sounds only
+        questions = questions[2:] if m == "audio" else questions[:2]
+    d.show(m, item, _pick(d.rng, questions))
+    key = "colour_audio" if (name == "colour" and m == "audio") else name
+    d.say("gpt", d.words(_pick(d.rng, _ANSWER[key]), m, attrs))
 
 
 _CROSS_ASK = {  # (source, target) -> requests; the target takes the source's colour (and shape, between visuals)
@@ -696,6 +705,25 @@ def _dialogue(seed: int, index: int, task: str) -> tuple[dict, list[dict]]:
     return record, d.media
 
 
+def _questions(seed: int, pairs: dict[str, list[dict]], n: int) -> list[dict]:
+    """n train dialogues asking one attribute of a train pair item, the modalities in turn.
+
+    Describing an item (stage 1) does not teach answering "is this tone steady or beeping?"; the dialogues alone
+    hold too few such questions (a fifth of the X -> text ones per attribute). These reuse the pair media, so they
+    add no media to render or encode."""
+    train = {m: [it for it in items if it["split"] == "train"] for m, items in pairs.items()}
+    order = [m for m in ("image", "video", "audio") if train.get(m)]
+    records = []
+    for k in range(n):
+        m = order[k % len(order)]
+        item = train[m][(k // len(order)) % len(train[m])]
+        d = _Dialogue(seed, k, "train", _rng(seed, "question", k))
+        d.media.append(item)
+        _ask_one(d, item)
+        records.append({**d.record(f"{m[0]}2t"), "id": f"question_{k:06d}", "split": "train"})
+    return records
+
+
 def _dialogues(seed: int, n: int) -> tuple[list[dict], list[dict]]:
     """n dialogues, every task once per cycle of len(TASKS) in a seeded order; returns (records, their media)."""
     records, media = [], []
@@ -730,14 +758,17 @@ def settings() -> dict:
 
 
 def generate(out_dir, seed: int = 0, n_images: int = 4000, n_videos: int = 1500, n_audios: int = 1500,
-             n_dialogues: int = 2000, verbose: bool = False) -> dict:
-    """Write the world to `out_dir` (layout in the module docstring) and return the world.json manifest."""
+             n_dialogues: int = 2000, n_questions: int = 0, verbose: bool = False) -> dict:
+    """Write the world to `out_dir` (layout in the module docstring) and return the world.json manifest.
+
+    `n_questions` single-attribute question dialogues over the train pair media join the train dialogues."""
     out = Path(out_dir)
     for m in FOLDERS.values():
         (out / m).mkdir(parents=True, exist_ok=True)
     started = time.time()
     pairs = {m: _pair_items(seed, m, n) for m, n in (("image", n_images), ("video", n_videos), ("audio", n_audios))}
     dialogues, dialogue_media = _dialogues(seed, n_dialogues)
+    dialogues += _questions(seed, pairs, n_questions)
     items = [it for m in pairs for it in pairs[m]] + dialogue_media
     for k, it in enumerate(items):
         _WRITERS[it["modality"]](out / FOLDERS[it["modality"]] / it["name"], render(it["modality"], it["attributes"],
@@ -778,8 +809,10 @@ def main(argv=None) -> None:
     p.add_argument("--videos", type=int, default=1500)
     p.add_argument("--audios", type=int, default=1500)
     p.add_argument("--dialogues", type=int, default=2000)
+    p.add_argument("--questions", type=int, default=0,
+                   help="train dialogues asking one attribute of a train pair item (no new media)")
     a = p.parse_args(argv)
-    generate(a.out_dir, a.seed, a.images, a.videos, a.audios, a.dialogues, verbose=True)
+    generate(a.out_dir, a.seed, a.images, a.videos, a.audios, a.dialogues, a.questions, verbose=True)
 
 
 if __name__ == "__main__":
