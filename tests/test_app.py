@@ -11,9 +11,8 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 
-from app_helpers import _files, _text, resend
+from app_helpers import ARTIFACTS, _files, _text, resend
 
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
 
 def test_streamed_answer_arrives_in_several_updates(client):
@@ -43,6 +42,20 @@ def test_updates_are_coalesced_and_nothing_is_lost(nano_model, client, tmp_path)
     assert len(updates) <= 7
     assert _text(final) == _text(client.predict(*request, api_name="/chat")[0])
     assert len(_files(final)) == 1
+
+
+def test_queue_polls_at_the_apps_interval(app):
+    """The app slows gradio's idle polling; the attributes it sets must still be the ones gradio's queue reads."""
+    import inspect
+
+    from gradio import queueing
+
+    from demo import AppSettings
+
+    source = inspect.getsource(queueing.Queue)
+    assert "await asyncio.sleep(self.sleep_when_free)" in source
+    assert "await asyncio.sleep(self.progress_update_sleep_when_free)" in source
+    assert app[0]._queue.sleep_when_free == AppSettings().queue_poll_s
 
 
 @pytest.mark.parametrize("modality", ["image", "video", "audio"])
