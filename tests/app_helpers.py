@@ -1,6 +1,10 @@
 """Helpers for tests that drive the app through gradio_client."""
 
+from pathlib import Path
+
 from gradio_client import handle_file
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"  # screenshots and curves, kept after a run
 
 
 def _text(history):

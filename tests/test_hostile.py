@@ -4,6 +4,7 @@ the server keeps serving, and no file outside the uploads and the app's folders 
 Load (8 clients at once) and soak (100 turns) are marked slow: `python -m pytest -m slow`.
 """
 
+import json
 import os
 import shutil
 import struct
@@ -21,7 +22,7 @@ import torch
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from app_helpers import _files, _text, resend
+from app_helpers import ARTIFACTS, _files, _text, resend
 from nextgpt.decoders import DecoderError
 
 OUTPUTS = ("auto", "text", "image", "video", "audio")
@@ -282,5 +283,8 @@ def test_soak_100_turns_memory_stays_flat(app):
         history, _ = client.predict({"text": f"Turn {turn}: go on.", "files": []}, resend(history), output, turn,
                                     api_name="/chat")
         rss.append(process.memory_info().rss)
+    curve = [round(r / 2**20) for r in rss]  # MB after each turn, kept for a failure's diagnosis
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "soak-rss-mb.json").write_text(json.dumps(curve))
     warm = rss[19]
-    assert max(rss[20:]) < warm * 1.10, [round(r / 2**20) for r in rss[::10]]
+    assert max(rss[20:]) < warm * 1.10, curve[::10]
