@@ -138,18 +138,23 @@ def app_overhead(model, repeat: int, tmp: Path) -> dict:
     """A gradio_client turn against the app (in this process, on 127.0.0.1) vs the same library call.
 
     Also the round trip of an endpoint that only echoes its input: what gradio and its client cost any request
-    (the client polls its message queue every 50 ms), which no app can go below."""
+    (the client polls its message queue every 50 ms), which no app can go below; and the library turn before the
+    servers start, to show what a running gradio server takes from generation."""
     import gradio as gr
     from gradio_client import Client
 
     from demo import AppSettings, build_demo
+    from demo.ui import configure_queue
     from nextgpt.serve import ChatService
 
+    library = lambda: model.generate(_turn(model), seed=0, output="image", out_dir=tmp)  # noqa: E731
+    alone = timed(library, repeat)
     settings = AppSettings(outputs=str(tmp / "outputs"))
     demo = build_demo(ChatService(model, settings.limits()), settings)
     with gr.Blocks() as echo:
         box = gr.Textbox()
         box.submit(lambda text: text, box, box, api_name="echo")
+    configure_queue(echo, settings)  # its queue polls as the app's does: idle, it still takes the GIL
     # One SSL context for every request: gradio_client otherwise builds one (loading the CA bundle, ~20 ms)
     # per request and per file download, even over plain http, which a browser never does.
     context = ssl.create_default_context()
@@ -160,12 +165,13 @@ def app_overhead(model, repeat: int, tmp: Path) -> dict:
         echo_client = Client(echo.local_url, verbose=False, ssl_verify=context)
         message = {"text": "Show me a picture.", "files": []}
         t = timed_together({"app": lambda: client.predict(message, [], "image", 0, api_name="/chat"),
-                            "library": lambda: model.generate(_turn(model), seed=0, output="image", out_dir=tmp),
+                            "library": library,
                             "echo": lambda: echo_client.predict("hi", api_name="/echo")}, repeat)
     finally:
         demo.close()
         echo.close()
     return {"app turn via gradio_client (s)": t["app"], "library turn (s)": t["library"],
+            "library turn before the servers start (s)": alone,
             "app ratio": t["app"] / t["library"], "empty gradio round trip (s)": t["echo"],
             "app ratio less the empty round trip": (t["app"] - t["echo"]) / t["library"]}
 

@@ -297,9 +297,14 @@ def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
         clear.click(lambda: ([], gr.DownloadButton(visible=False)), None, [chatbot, download], cancels=running,
                     queue=False, api_visibility="undocumented")
         export_btn.click(export, chatbot, download, api_visibility="undocumented")
-    demo.queue(max_size=settings.queue_size, default_concurrency_limit=1)
+    return configure_queue(demo, settings)
+
+
+def configure_queue(blocks: gr.Blocks, settings: AppSettings) -> gr.Blocks:
+    """One turn at a time, a bounded queue, polled every `settings.queue_poll_s`."""
+    blocks.queue(max_size=settings.queue_size, default_concurrency_limit=1)
     # No public setting for these (gradio 6); test_app checks they exist. The progress loop serves gr.Progress,
     # which this app does not use.
-    demo._queue.sleep_when_free = settings.queue_poll_s
-    demo._queue.progress_update_sleep_when_free = max(settings.queue_poll_s, 0.1)
-    return demo
+    blocks._queue.sleep_when_free = settings.queue_poll_s
+    blocks._queue.progress_update_sleep_when_free = max(settings.queue_poll_s, 0.1)
+    return blocks
