@@ -137,3 +137,22 @@ def test_one_command_for_all_nano_parts_runs_them_in_order(monkeypatch):
     assert calls == [("nextgpt.train.nano_video", ["--max-minutes", "1"])]
     with pytest.raises(SystemExit):
         nano.main(["video", "llm", "--", "--max-minutes", "1"])
+
+
+def test_feature_store_is_shared_however_a_decoder_folder_is_spelled(nano_model, monkeypatch):
+    """A model saved by a stage names the decoders' folders absolutely; its cache is the one it started from."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from nextgpt.train.stages import FeatureStore
+
+    spelled = lambda how: SimpleNamespace(encoder=nano_model.encoder, config=SimpleNamespace(decoders={  # noqa: E731
+        m: SimpleNamespace(pretrained=how(c.pretrained)) for m, c in nano_model.config.decoders.items()}))
+    assert all(Path(c.pretrained).exists() for c in nano_model.config.decoders.values())
+    absolute = FeatureStore.fingerprint(spelled(lambda p: str(Path(p).resolve())))
+    monkeypatch.chdir(Path(nano_model.config.decoders["image"].pretrained).resolve().parents[1])
+    relative = FeatureStore.fingerprint(spelled(lambda p: str(Path(p).resolve().relative_to(Path.cwd()))))
+    assert absolute == relative
+    hub = SimpleNamespace(encoder=nano_model.encoder, config=SimpleNamespace(decoders={
+        "image": SimpleNamespace(pretrained="stable-diffusion-v1-5/stable-diffusion-v1-5")}))
+    assert FeatureStore.fingerprint(hub) != absolute  # a hub name is kept as it is

@@ -143,12 +143,15 @@ class FeatureStore:
 
     @staticmethod
     def fingerprint(model: NextGPT) -> str:
-        """A short hash of the encoder's weights and the decoders' sources."""
+        """A short hash of the encoder's weights and the decoders' sources (local folders by their full path: a
+        model saved elsewhere names the same folders absolutely)."""
         h = hashlib.sha1()
         for name, t in sorted(model.encoder.state_dict().items()):
             h.update(name.encode())
             h.update(t.detach().float().cpu().numpy().tobytes()[:4096])
-        h.update(json.dumps({m: c.pretrained for m, c in model.config.decoders.items()}).encode())
+        sources = {m: str(Path(c.pretrained).resolve()) if Path(c.pretrained).exists() else c.pretrained
+                   for m, c in model.config.decoders.items()}
+        h.update(json.dumps(sources).encode())
         return h.hexdigest()[:12]
 
     def media(self, path: str) -> torch.Tensor:
