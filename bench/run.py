@@ -10,6 +10,7 @@ Every figure is the median of `--repeat` runs (after one warm-up). Nothing here 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -30,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 MEDIA = ROOT / "assets" / "examples"
 
 
-def timed_together(fns: dict, repeat: int) -> dict[str, float]:
-    """The median time of each function, the functions run in turn: a machine's drift touches each alike."""
+def timed_runs(fns: dict, repeat: int) -> dict[str, list[float]]:
+    """Each run's time of each function, the functions run in turn (a machine's drift touches each alike)."""
     for fn in fns.values():
         fn()  # warm-up
     times = {name: [] for name in fns}
@@ -40,7 +41,12 @@ def timed_together(fns: dict, repeat: int) -> dict[str, float]:
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times
+
+
+def timed_together(fns: dict, repeat: int) -> dict[str, float]:
+    """The median time of each function, run in turn."""
+    return {name: statistics.median(t) for name, t in timed_runs(fns, repeat).items()}
 
 
 def timed(fn, repeat: int) -> float:
@@ -135,11 +141,13 @@ def wrapper_overhead(model, repeat: int, tmp: Path) -> dict:
 
 
 def app_overhead(model, repeat: int, tmp: Path) -> dict:
-    """A gradio_client turn against the app (in this process, on 127.0.0.1) vs the same library call.
+    """A gradio_client turn against the app (in this process, on 127.0.0.1) vs the same library call in a process
+    with no server (timed before the app starts and after it stops; the median of both).
 
-    Also the round trip of an endpoint that only echoes its input: what gradio and its client cost any request
-    (the client polls its message queue every 50 ms), which no app can go below; and the library turn before the
-    servers start, to show what a running gradio server takes from generation."""
+    Also the library turn timed in turn with the app's, beside the idle app; and, with the app stopped, the round
+    trip of an endpoint that only echoes its input: what gradio and its client cost any request (the client polls its
+    message queue every 50 ms), which no app can go below. One server runs at a time, as in a deployment: an idle
+    gradio server still takes the GIL now and then."""
     import gradio as gr
     from gradio_client import Client
 
@@ -148,32 +156,38 @@ def app_overhead(model, repeat: int, tmp: Path) -> dict:
     from nextgpt.serve import ChatService
 
     library = lambda: model.generate(_turn(model), seed=0, output="image", out_dir=tmp)  # noqa: E731
-    alone = timed(library, repeat)
+    alone = timed_runs({"library": library}, repeat)["library"]
     settings = AppSettings(outputs=str(tmp / "outputs"))
     demo = build_demo(ChatService(model, settings.limits()), settings)
     with gr.Blocks() as echo:
         box = gr.Textbox()
         box.submit(lambda text: text, box, box, api_name="echo")
-    configure_queue(echo, settings)  # its queue polls as the app's does: idle, it still takes the GIL
+    configure_queue(echo, settings)
     # One SSL context for every request: gradio_client otherwise builds one (loading the CA bundle, ~20 ms)
     # per request and per file download, even over plain http, which a browser never does.
     context = ssl.create_default_context()
-    try:
-        for blocks in (demo, echo):
-            blocks.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
-        client = Client(demo.local_url, verbose=False, ssl_verify=context)
-        echo_client = Client(echo.local_url, verbose=False, ssl_verify=context)
-        message = {"text": "Show me a picture.", "files": []}
+    message = {"text": "Show me a picture.", "files": []}
+    with _served(demo) as url:
+        client = Client(url, verbose=False, ssl_verify=context)
         t = timed_together({"app": lambda: client.predict(message, [], "image", 0, api_name="/chat"),
-                            "library": library,
-                            "echo": lambda: echo_client.predict("hi", api_name="/echo")}, repeat)
+                            "library": library}, repeat)
+    with _served(echo) as url:
+        echo_client = Client(url, verbose=False, ssl_verify=context)
+        t["echo"] = timed(lambda: echo_client.predict("hi", api_name="/echo"), repeat)
+    alone = statistics.median(alone + timed_runs({"library": library}, repeat)["library"])
+    return {"app turn via gradio_client (s)": t["app"], "library turn, no server (s)": alone,
+            "library turn beside the idle app (s)": t["library"],
+            "app ratio": t["app"] / alone, "empty gradio round trip (s)": t["echo"],
+            "app ratio less the empty round trip": (t["app"] - t["echo"]) / alone}
+
+
+@contextlib.contextmanager
+def _served(blocks):
+    blocks.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
+    try:
+        yield blocks.local_url
     finally:
-        demo.close()
-        echo.close()
-    return {"app turn via gradio_client (s)": t["app"], "library turn (s)": t["library"],
-            "library turn before the servers start (s)": alone,
-            "app ratio": t["app"] / t["library"], "empty gradio round trip (s)": t["echo"],
-            "app ratio less the empty round trip": (t["app"] - t["echo"]) / t["library"]}
+        blocks.close()
 
 
 def decoder_caching(model, repeat: int) -> dict:

@@ -37,8 +37,10 @@ class AppSettings:
     queue_size: int = 32
     stream_interval_s: float = 0.1  # the least time between two streamed updates of the chat
     # Gradio's queue looks for work every 1 ms, even while a turn runs, and each look takes the GIL from
-    # generation: a turn ran 6-18% slower beside the app. Looking every 10 ms delays a turn's start by 5 ms.
-    queue_poll_s: float = 0.01
+    # generation: a turn ran 6-18% slower beside the app. Idle, it looks every 5 ms (a turn starts within 5 ms);
+    # while a turn runs nothing else of the model's may start, so it looks every 100 ms.
+    queue_poll_s: float = 0.005
+    queue_poll_busy_s: float = 0.1
     outputs: str = str(ROOT / "outputs")  # generated media; cleaned with Gradio's cache
 
     def model_kwargs(self) -> dict:

@@ -180,6 +180,7 @@ def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
         answer = Answer()
         events = service.chat(messages, **options)
         shown = 0.0
+        demo._queue.sleep_when_free = settings.queue_poll_busy_s  # see AppSettings.queue_poll_s
         try:
             for event in events:
                 answer.apply(event)
@@ -196,6 +197,7 @@ def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
             answer.tail = [_note(f"⚠️ The answer stopped: {type(e).__name__}: {e}")]
         finally:
             events.close()  # a cancelled turn stops generation at its next step
+            demo._queue.sleep_when_free = settings.queue_poll_s
         yield history + answer.messages(), gr.MultimodalTextbox(value=None, interactive=True)
 
     run_turn = _gpu(run_turn)
@@ -306,5 +308,5 @@ def configure_queue(blocks: gr.Blocks, settings: AppSettings) -> gr.Blocks:
     # No public setting for these (gradio 6); test_app checks they exist. The progress loop serves gr.Progress,
     # which this app does not use.
     blocks._queue.sleep_when_free = settings.queue_poll_s
-    blocks._queue.progress_update_sleep_when_free = max(settings.queue_poll_s, 0.1)
+    blocks._queue.progress_update_sleep_when_free = settings.queue_poll_busy_s
     return blocks

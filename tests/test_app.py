@@ -58,6 +58,24 @@ def test_queue_polls_at_the_apps_interval(app):
     assert app[0]._queue.sleep_when_free == AppSettings().queue_poll_s
 
 
+def test_queue_polls_rarely_while_a_turn_generates(app, client, monkeypatch):
+    from demo import AppSettings
+
+    demo, service = app
+    seen = []
+    chat = service.chat
+
+    def watched(messages, **options):
+        for event in chat(messages, **options):
+            seen.append(demo._queue.sleep_when_free)
+            yield event
+
+    monkeypatch.setattr(service, "chat", watched)
+    client.predict({"text": "Show me a picture.", "files": []}, [], "text", 0, api_name="/chat")
+    assert seen and set(seen) == {AppSettings().queue_poll_busy_s}
+    assert demo._queue.sleep_when_free == AppSettings().queue_poll_s  # idle again: a new turn starts at once
+
+
 @pytest.mark.parametrize("modality", ["image", "video", "audio"])
 def test_each_output_modality_returns_a_file(client, modality):
     history, _ = client.predict({"text": f"Make me a {modality}.", "files": []}, [], modality, 1, api_name="/chat")
