@@ -149,8 +149,8 @@ class FeatureStore:
         for name, t in sorted(model.encoder.state_dict().items()):
             h.update(name.encode())
             h.update(t.detach().float().cpu().numpy().tobytes()[:4096])
-        sources = {m: str(Path(c.pretrained).resolve()) if Path(c.pretrained).exists() else c.pretrained
-                   for m, c in model.config.decoders.items()}
+        sources = {m: str(Path(c.pretrained).resolve()) if c.pretrained and Path(c.pretrained).exists()
+                   else c.pretrained for m, c in model.config.decoders.items()}
         h.update(json.dumps(sources).encode())
         return h.hexdigest()[:12]
 
