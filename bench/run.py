@@ -156,7 +156,7 @@ def app_overhead(model, repeat: int, tmp: Path) -> dict:
     from nextgpt.serve import ChatService
 
     library = lambda: model.generate(_turn(model), seed=0, output="image", out_dir=tmp)  # noqa: E731
-    alone = timed_runs({"library": library}, repeat)["library"]
+    alone_runs = timed_runs({"library": library}, repeat)["library"]
     settings = AppSettings(outputs=str(tmp / "outputs"))
     demo = build_demo(ChatService(model, settings.limits()), settings)
     with gr.Blocks() as echo:
@@ -174,7 +174,7 @@ def app_overhead(model, repeat: int, tmp: Path) -> dict:
     with _served(echo) as url:
         echo_client = Client(url, verbose=False, ssl_verify=context)
         t["echo"] = timed(lambda: echo_client.predict("hi", api_name="/echo"), repeat)
-    alone = statistics.median(alone + timed_runs({"library": library}, repeat)["library"])
+    alone = statistics.median(alone_runs + timed_runs({"library": library}, repeat)["library"])
     return {"app turn via gradio_client (s)": t["app"], "library turn, no server (s)": alone,
             "library turn beside the idle app (s)": t["library"],
             "app ratio": t["app"] / alone, "empty gradio round trip (s)": t["echo"],

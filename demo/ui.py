@@ -180,7 +180,7 @@ def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
         answer = Answer()
         events = service.chat(messages, **options)
         shown = 0.0
-        demo._queue.sleep_when_free = settings.queue_poll_busy_s  # see AppSettings.queue_poll_s
+        _poll_every(demo, settings.queue_poll_busy_s)  # see AppSettings.queue_poll_s
         try:
             for event in events:
                 answer.apply(event)
@@ -197,7 +197,7 @@ def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
             answer.tail = [_note(f"⚠️ The answer stopped: {type(e).__name__}: {e}")]
         finally:
             events.close()  # a cancelled turn stops generation at its next step
-            demo._queue.sleep_when_free = settings.queue_poll_s
+            _poll_every(demo, settings.queue_poll_s)
         yield history + answer.messages(), gr.MultimodalTextbox(value=None, interactive=True)
 
     run_turn = _gpu(run_turn)
@@ -305,8 +305,12 @@ def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
 def configure_queue(blocks: gr.Blocks, settings: AppSettings) -> gr.Blocks:
     """One turn at a time, a bounded queue, polled every `settings.queue_poll_s`."""
     blocks.queue(max_size=settings.queue_size, default_concurrency_limit=1)
-    # No public setting for these (gradio 6); test_app checks they exist. The progress loop serves gr.Progress,
-    # which this app does not use.
-    blocks._queue.sleep_when_free = settings.queue_poll_s
+    _poll_every(blocks, settings.queue_poll_s)
+    # The progress loop serves gr.Progress, which this app does not use.
     blocks._queue.progress_update_sleep_when_free = settings.queue_poll_busy_s
     return blocks
+
+
+def _poll_every(blocks: gr.Blocks, seconds: float) -> None:
+    """How often the queue looks for work. No public setting for it (gradio 6); test_app checks gradio reads it."""
+    blocks._queue.sleep_when_free = seconds
