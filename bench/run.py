@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import socket
-import ssl
 import statistics
 import subprocess
 import sys
@@ -141,16 +140,17 @@ def wrapper_overhead(model, repeat: int, tmp: Path) -> dict:
 
 
 def app_overhead(model, repeat: int, tmp: Path) -> dict:
-    """A gradio_client turn against the app (in this process, on 127.0.0.1) vs the same library call in a process
-    with no server (timed before the app starts and after it stops; the median of both).
+    """A gradio_client turn against the app (served from this process on 127.0.0.1, the client in its own process,
+    as a browser is) vs the same library call in a process with no server (timed before the app starts and after it
+    stops; the median of both).
 
     Also the library turn timed in turn with the app's, beside the idle app; and, with the app stopped, the round
     trip of an endpoint that only echoes its input: what gradio and its client cost any request (the client polls its
     message queue every 50 ms), which no app can go below. One server runs at a time, as in a deployment: an idle
     gradio server still takes the GIL now and then."""
     import gradio as gr
-    from gradio_client import Client
 
+    from bench.client import ClientProcess
     from demo import AppSettings, build_demo
     from demo.ui import configure_queue
     from nextgpt.serve import ChatService
@@ -163,17 +163,20 @@ def app_overhead(model, repeat: int, tmp: Path) -> dict:
         box = gr.Textbox()
         box.submit(lambda text: text, box, box, api_name="echo")
     configure_queue(echo, settings)
-    # One SSL context for every request: gradio_client otherwise builds one (loading the CA bundle, ~20 ms)
-    # per request and per file download, even over plain http, which a browser never does.
-    context = ssl.create_default_context()
     message = {"text": "Show me a picture.", "files": []}
-    with _served(demo) as url:
-        client = Client(url, verbose=False, ssl_verify=context)
-        t = timed_together({"app": lambda: client.predict(message, [], "image", 0, api_name="/chat"),
-                            "library": library}, repeat)
-    with _served(echo) as url:
-        echo_client = Client(url, verbose=False, ssl_verify=context)
-        t["echo"] = timed(lambda: echo_client.predict("hi", api_name="/echo"), repeat)
+    with _served(demo) as url, ClientProcess(url) as client:
+        times = {"app": [], "library": []}
+        for n in range(repeat + 1):  # the first round warms up
+            app = client.call("/chat", message, [], "image", 0)
+            start = time.perf_counter()
+            library()
+            if n:
+                times["app"].append(app)
+                times["library"].append(time.perf_counter() - start)
+        t = {k: statistics.median(v) for k, v in times.items()}
+    with _served(echo) as url, ClientProcess(url) as client:
+        client.call("/echo", "hi")
+        t["echo"] = statistics.median(client.call("/echo", "hi") for _ in range(repeat))
     alone = statistics.median(alone_runs + timed_runs({"library": library}, repeat)["library"])
     return {"app turn via gradio_client (s)": t["app"], "library turn, no server (s)": alone,
             "library turn beside the idle app (s)": t["library"],

@@ -91,3 +91,9 @@ def test_video_resume_and_export(tiny):
     assert np.asarray(frames).shape == (1, 8, 64, 64, 3)
     scores = nano_video.evaluate(tiny / "video_decoder", tiny / "world", split="train", n=1, steps=2)
     assert scores["n"] == 1 and {"colour", "direction"} <= set(scores)
+
+    # a continuation may start from the exported (fp16) pipeline folder: its weights, not the image UNet's
+    exported = nano_video.initial_weights(str(tiny / "video_decoder"))
+    assert all(v.dtype == torch.float32 for v in exported.values())
+    nano_video.main(argv(part="unet", run=tiny / "run_video2", init_state=tiny / "video_decoder", unet_steps=1))
+    assert [r["step"] for r in _log(tiny / "run_video2" / "unet") if "loss" in r] == [1]

@@ -67,7 +67,8 @@ class Config:
     unet_batch: int = 8  # videos (x 8 frames) per step
     unet_lr: float = 2e-4  # the spatial layers, which start trained
     temporal_lr: float = 1e-3  # the new temporal layers, which have to learn motion (and its sign) from scratch
-    init_state: str = ""  # start from another run's state.pt (its EMA weights): a continuation with a new recipe
+    # start from another run's state.pt (its EMA weights) or an exported pipeline folder: a continuation
+    init_state: str = ""
     unet_warmup: int = 50
     uncond_p: float = 0.1
     # Zero terminal SNR with v-prediction (Lin et al. 2024): with SD's schedule the noisiest training input still
@@ -175,6 +176,16 @@ def load_image_parts(folder):
     return pipe.text_encoder, pipe.tokenizer, pipe.vae, pipe.unet
 
 
+def initial_weights(path: str) -> dict:
+    """The UNet weights a continuation starts from: a run's state.pt (its EMA) or an exported pipeline's unet/."""
+    if Path(path).is_dir():
+        from diffusers import UNet3DConditionModel
+
+        unet = UNet3DConditionModel.from_pretrained(Path(path) / "unet", dtype=torch.float32)
+        return unet.state_dict()
+    return load_state(path)["modules"]["ema"]
+
+
 def train_unet(cfg: Config) -> Path:
     run = Run(Path(cfg.run) / "unet", cfg.save_every_s)
     seed_everything(cfg.seed + 4)
@@ -195,7 +206,7 @@ def train_unet(cfg: Config) -> Path:
     if cfg.init_from_image:
         print(f"{init_from_image_unet(unet, image_unet)} tensors copied from the image UNet", flush=True)
     if cfg.init_state:
-        unet.load_state_dict(load_state(cfg.init_state)["modules"]["ema"])
+        unet.load_state_dict(initial_weights(cfg.init_state))
     no_dropout(unet)
     ema = copy.deepcopy(unet).requires_grad_(False)
     noise = DDPMScheduler(**noise_schedule_kwargs(), **schedule_kwargs(cfg))
