@@ -127,6 +127,7 @@ def evaluate_model(model, world: str | Path, split: str = "test", limit: int | N
                   for t, v in sorted(scores.items())},
         "attributes": {k: mean(v) for k, v in sorted(attr_scores.items())},
         "routing": mean(routing),
+        "assistant_turns": len(turn_times),
         "seconds_per_turn": mean(turn_times),
     }
 

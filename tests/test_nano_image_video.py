@@ -89,8 +89,18 @@ def test_video_resume_and_export(tiny):
     frames = pipe("a red circle moving left", num_inference_steps=2, height=64, width=64, num_frames=8,
                   output_type="np").frames
     assert np.asarray(frames).shape == (1, 8, 64, 64, 3)
-    scores = nano_video.evaluate(tiny / "video_decoder", tiny / "world", split="train", n=1, steps=2)
-    assert scores["n"] == 1 and {"colour", "direction"} <= set(scores)
+    assert nano_video.inference_settings(tiny / "video_decoder") == {"guidance_scale": 5.0, "num_inference_steps": 2}
+    scores = nano_video.evaluate(tiny / "video_decoder", tiny / "world", split="train", n=1)
+    assert scores["n"] == 1 and {"colour", "direction"} <= set(scores) and scores["num_inference_steps"] == 2
+
+    # retune: guidance chosen on validation captions, saved with the pipeline, the test split scored with it
+    nano_video.main(argv(part="retune", guidance_grid="2,5", select_n=1))
+    chosen = nano_video.inference_settings(tiny / "video_decoder")
+    assert chosen["guidance_scale"] in (2.0, 5.0) and chosen["num_inference_steps"] == 2
+    info = json.loads((tiny / "video_decoder" / "nano_training.json").read_text())
+    assert info["retune"]["guidance_scale"] == chosen["guidance_scale"] and info["retune"]["split"] == "test"
+    selected = [r for r in _log(tiny / "run_video" / "retune") if r.get("select")]
+    assert [r["guidance_scale"] for r in selected] == [2.0, 5.0] and all(r["split"] == "validation" for r in selected)
 
     # a continuation may start from the exported (fp16) pipeline folder: its weights, not the image UNet's
     exported = nano_video.initial_weights(str(tiny / "video_decoder"))

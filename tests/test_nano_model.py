@@ -35,6 +35,17 @@ def test_default_is_the_shipped_nano():
     assert DEFAULT_MODEL == "nano" and (SHIPPED["nano"] / "config.json").exists()
 
 
+def test_shipped_decoder_settings_are_those_chosen_on_validation(nano):
+    """The model's config decodes at the guidance and steps saved with each decoder (chosen on validation captions)."""
+    from nextgpt.train import nano_audio, nano_video
+
+    for modality, module in (("video", nano_video), ("audio", nano_audio)):
+        chosen = module.inference_settings(SHIPPED["nano"] / f"{modality}_decoder")
+        used = nano.config.decoders[modality]
+        assert (used.guidance_scale, used.num_inference_steps) == (chosen["guidance_scale"],
+                                                                   chosen["num_inference_steps"])
+
+
 @pytest.mark.parametrize("modality, prompt, truth", [
     ("image", "Draw a red circle on the left.", {"colour": "red", "shape": "circle", "position": "left"}),
     ("video", "Make a video of a blue square moving up.", {"colour": "blue", "direction": "up"}),

@@ -97,6 +97,17 @@ def test_stage3_blends_pair_examples_into_each_batch_when_asked(tiny_world):
     assert len(blended) == 2 * len(data.read_pairs(tiny_world))
 
 
+def test_stage3_repeats_the_dialogues_of_named_tasks(tiny_world):
+    from nextgpt.train.stages import build_examples
+
+    dialogues = data.read_dialogues(tiny_world)
+    task = dialogues[0]["task"]
+    turns = sum(len(data.stage3_examples(d, tiny_world)) for d in dialogues if d["task"] == task)
+    plain, _ = build_examples(StageConfig(stage=3, data=str(tiny_world)))
+    repeated, _ = build_examples(StageConfig(stage=3, data=str(tiny_world), repeat_tasks=f"{task}=3"))
+    assert len(repeated) == len(plain) + 2 * turns
+
+
 def test_evaluation_scores_the_reference_answers_as_right(tiny_world):
     """A stand-in model that replays the reference answers (and their media) must score 100%."""
     from nextgpt.eval import evaluate_model

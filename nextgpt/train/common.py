@@ -17,6 +17,20 @@ import numpy as np
 import torch
 
 
+def read_inference(folder: str | Path) -> dict:
+    """A diffusion pipeline folder's inference settings chosen at export or retune, kept under the scheduler config's
+    private key "_nano_inference" (diffusers ignores it when loading the scheduler); {} where none were saved."""
+    path = Path(folder) / "scheduler" / "scheduler_config.json"
+    return json.loads(path.read_text()).get("_nano_inference", {}) if path.exists() else {}
+
+
+def save_inference(folder: str | Path, settings: dict) -> None:
+    path = Path(folder) / "scheduler" / "scheduler_config.json"
+    sched = json.loads(path.read_text())
+    sched["_nano_inference"] = settings
+    path.write_text(json.dumps(sched, indent=2) + "\n")
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)

@@ -53,7 +53,7 @@ import torch.nn.functional as F
 
 from nextgpt.nano import oracles, world
 from nextgpt.nano.vocoder import GriffinLimVocoder, MelConfig, log_mel
-from nextgpt.train.common import Run, seed_everything
+from nextgpt.train.common import Run, read_inference, save_inference, seed_everything
 
 PARTS = ("text", "vae", "vocoder", "unet", "export")
 # The 12 things a sound can be; the class index is what contrastive positives and caption tables are keyed by.
@@ -592,9 +592,7 @@ def train_unet(cfg: Config) -> None:
 
 def inference_settings(folder: str | Path) -> dict:
     """The inference settings chosen at export, kept in the scheduler config (defaults where none were saved)."""
-    path = Path(folder) / "scheduler" / "scheduler_config.json"
-    saved = json.loads(path.read_text()).get("_nano_inference", {}) if path.exists() else {}
-    return {"guidance_scale": 7.0, "num_inference_steps": 20, "audio_length_in_s": 1.28, **saved}
+    return {"guidance_scale": 7.0, "num_inference_steps": 20, "audio_length_in_s": 1.28, **read_inference(folder)}
 
 
 def load_pipeline(folder: str | Path, dtype: torch.dtype = torch.float32):
@@ -641,18 +639,11 @@ def select_settings(pipe, cfg: Config, run: Run) -> dict:
     return {**best[1], "audio_length_in_s": round(cfg.frames * MelConfig.hop_length / MelConfig.sampling_rate, 2)}
 
 
-def save_settings(folder: Path, settings: dict) -> None:
-    path = folder / "scheduler" / "scheduler_config.json"
-    sched = json.loads(path.read_text())
-    sched["_nano_inference"] = settings
-    path.write_text(json.dumps(sched, indent=2) + "\n")
-
-
 def retune(cfg: Config) -> dict:
     """Choose the exported pipeline's inference settings again (a wider grid) and score the test split with them."""
     run = Run(Path(cfg.run) / "retune", cfg.save_every_s)
     out = Path(cfg.out)
-    save_settings(out, select_settings(load_pipeline(out), cfg, run))
+    save_inference(out, select_settings(load_pipeline(out), cfg, run))
     result = evaluate(out, cfg.world, "test", n=cfg.eval_n or None)
     (run.folder / "result.json").write_text(json.dumps(result, indent=1))
     run.log(0, part="retune", final=True, **result)
@@ -671,7 +662,7 @@ def export(cfg: Config) -> dict:
         shutil.rmtree(out)
     pipe.to(dtype=torch.float16)  # half the bytes on disk; `from_pretrained(dtype=torch.float32)` loads it back
     pipe.save_pretrained(out, safe_serialization=True)
-    save_settings(out, settings)
+    save_inference(out, settings)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     result = evaluate(out, cfg.world, "test", n=cfg.eval_n or None, save_dir=run.folder / "samples")
     result["folder_bytes"] = size

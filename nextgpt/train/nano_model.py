@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..config import (DecoderConfig, EncoderConfig, GenerationConfig, LLMConfig, LoRAConfig, NextGPTConfig,
                       OutputProjectorConfig, SignalTokenConfig)
-from . import nano_audio
+from . import nano_audio, nano_video
 from .stages import StageConfig, train
 
 
@@ -45,7 +45,9 @@ def nano_config(parts: Path) -> NextGPTConfig:
     text_dim = json.loads((parts / "image_decoder" / "text_encoder" / "config.json").read_text())["hidden_size"]
     video_dim = json.loads((parts / "video_decoder" / "text_encoder" / "config.json").read_text())["hidden_size"]
     clap_dim = json.loads((parts / "audio_decoder" / "text_encoder" / "config.json").read_text())["projection_dim"]
-    audio = nano_audio.inference_settings(parts / "audio_decoder")  # chosen on validation captions
+    # guidance and steps chosen on validation captions
+    audio = nano_audio.inference_settings(parts / "audio_decoder")
+    video = nano_video.inference_settings(parts / "video_decoder")
     proj = dict(d_model=128, nhead=4, num_encoder_layers=2, num_decoder_layers=2, dim_feedforward=512)
     return NextGPTConfig(
         name="nextgpt-nano",
@@ -61,7 +63,8 @@ def nano_config(parts: Path) -> NextGPTConfig:
         },
         decoders={
             "image": DecoderConfig(str(parts / "image_decoder"), 5.0, 20, height=64, width=64),
-            "video": DecoderConfig(str(parts / "video_decoder"), 5.0, 20, height=64, width=64, num_frames=8, fps=8),
+            "video": DecoderConfig(str(parts / "video_decoder"), video["guidance_scale"], video["num_inference_steps"],
+                                   height=64, width=64, num_frames=8, fps=8),
             "audio": DecoderConfig(str(parts / "audio_decoder"), audio["guidance_scale"], audio["num_inference_steps"],
                                    audio_length_s=audio["audio_length_in_s"], sample_rate=16000),
         },

@@ -56,6 +56,9 @@ class StageConfig:
     # Stage 3: this share of each batch is T_X pair examples (stage 1's media -> caption and stage 2's caption ->
     # signal run, half each), as the official stage 3 blended its T2X and LLaVA sets with the instructions.
     pair_mix: float = 0.0
+    # Stage 3: repeat the dialogues of these tasks ("i2v=3,a2v=3": three times each) by their "task" field, which
+    # the nano world writes (official MosIT dialogues have none, and are not repeated).
+    repeat_tasks: str = ""
 
 
 # --- what trains in each stage -----------------------------------------------------------------------------------
@@ -93,7 +96,9 @@ def build_examples(cfg: StageConfig) -> tuple[list[list[data.Piece]], list[list[
         make = data.stage1_example if cfg.stage == 1 else data.stage2_example
         examples = [make(p, rng) for p in data.read_pairs(cfg.data, cfg.modalities)]
     else:
-        examples = [ex for d in data.read_dialogues(cfg.data) for ex in data.stage3_examples(d, cfg.data)]
+        repeats = {task: int(n) for task, n in (kv.split("=") for kv in cfg.repeat_tasks.split(",") if kv)}
+        examples = [ex for d in data.read_dialogues(cfg.data) for ex in data.stage3_examples(d, cfg.data)
+                    for _ in range(repeats.get(d.get("task"), 1))]
     if not examples:
         raise ValueError(f"no training data for stage {cfg.stage} under {cfg.data}")
     rng.shuffle(examples)
