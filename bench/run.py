@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -139,58 +140,74 @@ def wrapper_overhead(model, repeat: int, tmp: Path) -> dict:
     return {"library turn (s)": library, "parts called directly (s)": parts, "wrapper ratio": library / parts}
 
 
-def app_overhead(model, repeat: int, tmp: Path) -> dict:
-    """A gradio_client turn against the app (served from this process on 127.0.0.1, the client in its own process,
-    as a browser is) vs the same library call in a process with no server (timed before the app starts and after it
-    stops; the median of both).
+def app_overhead(model, repeat: int, tmp: Path, model_name: str = DEFAULT_MODEL) -> dict:
+    """A gradio_client turn against `python app.py` (its own process, as deployed) vs the same library call in this
+    process, which serves nothing: the two in turn, so that the machine's drift touches both alike.
 
-    Also the library turn timed in turn with the app's, beside the idle app; and, with the app stopped, the round
-    trip of an endpoint that only echoes its input: what gradio and its client cost any request (the client polls its
-    message queue every 50 ms), which no app can go below. One server runs at a time, as in a deployment: an idle
-    gradio server still takes the GIL now and then."""
-    import gradio as gr
+    Also, with the app stopped, the round trip of an endpoint that only echoes its input (its own process too):
+    what gradio and its client cost any request (the client polls its message queue every 50 ms), which no app can
+    go below. One server runs at a time, as in a deployment."""
 
-    from bench.client import ClientProcess
-    from demo import AppSettings, build_demo
-    from demo.ui import configure_queue
-    from nextgpt.serve import ChatService
+    from gradio_client import Client
 
     library = lambda: model.generate(_turn(model), seed=0, output="image", out_dir=tmp)  # noqa: E731
-    alone_runs = timed_runs({"library": library}, repeat)["library"]
-    settings = AppSettings(outputs=str(tmp / "outputs"))
-    demo = build_demo(ChatService(model, settings.limits()), settings)
+    # One SSL context for every request: gradio_client otherwise builds one (loading the CA bundle, ~20 ms) per
+    # request and per file download, even over plain http, which a browser never does.
+    context = ssl.create_default_context()
+    message = {"text": "Show me a picture.", "files": []}
+    app = ["app.py", "--model", model_name, "--threads", "1"]
+    with _serving(app) as url:
+        client = Client(url, verbose=False, ssl_verify=context)
+        t = timed_together({"app": lambda: client.predict(message, [], "image", 0, api_name="/chat"),
+                            "library": library}, repeat)
+    with _serving(["-m", "bench.run", "--serve-echo"]) as url:
+        client = Client(url, verbose=False, ssl_verify=context)
+        t["echo"] = timed(lambda: client.predict("hi", api_name="/echo"), repeat)
+    return {"app turn via gradio_client (s)": t["app"], "library turn, no server (s)": t["library"],
+            "app ratio": t["app"] / t["library"], "empty gradio round trip (s)": t["echo"],
+            "app ratio less the empty round trip": (t["app"] - t["echo"]) / t["library"]}
+
+
+def serve_echo(port: int) -> None:
+    """An endpoint that only echoes its text, queued as the app's is (`--serve-echo`, for `app_overhead`)."""
+    import gradio as gr
+
+    from demo import AppSettings
+    from demo.ui import configure_queue
+
     with gr.Blocks() as echo:
         box = gr.Textbox()
         box.submit(lambda text: text, box, box, api_name="echo")
-    configure_queue(echo, settings)
-    message = {"text": "Show me a picture.", "files": []}
-    with _served(demo) as url, ClientProcess(url) as client:
-        times = {"app": [], "library": []}
-        for n in range(repeat + 1):  # the first round warms up
-            app = client.call("/chat", message, [], "image", 0)
-            start = time.perf_counter()
-            library()
-            if n:
-                times["app"].append(app)
-                times["library"].append(time.perf_counter() - start)
-        t = {k: statistics.median(v) for k, v in times.items()}
-    with _served(echo) as url, ClientProcess(url) as client:
-        client.call("/echo", "hi")
-        t["echo"] = statistics.median(client.call("/echo", "hi") for _ in range(repeat))
-    alone = statistics.median(alone_runs + timed_runs({"library": library}, repeat)["library"])
-    return {"app turn via gradio_client (s)": t["app"], "library turn, no server (s)": alone,
-            "library turn beside the idle app (s)": t["library"],
-            "app ratio": t["app"] / alone, "empty gradio round trip (s)": t["echo"],
-            "app ratio less the empty round trip": (t["app"] - t["echo"]) / alone}
+    configure_queue(echo, AppSettings())
+    echo.launch(server_name="127.0.0.1", server_port=port, quiet=True)
+
+
+def _wait_ready(proc: subprocess.Popen, port: int, timeout: float = 300) -> float | None:
+    """Seconds until the server on `port` answers /config (None if it stopped or timed out)."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=2) as r:
+                if r.status == 200:
+                    return time.perf_counter() - start
+        except OSError:
+            time.sleep(0.2)
+    return None
 
 
 @contextlib.contextmanager
-def _served(blocks):
-    blocks.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
+def _serving(argv: list[str]):
+    """A server started as `python ARGV --port P`, stopped on exit; yields its URL once it answers."""
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, *argv, "--port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     try:
-        yield blocks.local_url
+        if _wait_ready(proc, port) is None:
+            raise RuntimeError(f"python {' '.join(argv)} did not start (exit code {proc.poll()})")
+        yield f"http://127.0.0.1:{port}/"
     finally:
-        blocks.close()
+        proc.terminate()
+        proc.wait()
 
 
 def decoder_caching(model, repeat: int) -> dict:
@@ -222,19 +239,10 @@ def _free_port() -> int:
 def cold_start(model_name: str) -> dict:
     """`python app.py` to a page that answers, and the peak RSS of one full any-to-any turn in a fresh process."""
     port = _free_port()
-    start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "app.py", "--model", model_name, "--port", str(port)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ready = None
     try:
-        while time.perf_counter() - start < 300 and proc.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=2) as r:
-                    if r.status == 200:
-                        ready = time.perf_counter() - start
-                        break
-            except OSError:
-                time.sleep(0.2)
+        ready = _wait_ready(proc, port)
     finally:
         proc.terminate()
         proc.wait()
@@ -289,7 +297,7 @@ def run(model_name: str, repeat: int, skip: set[str]) -> dict:
             if name in skip:
                 continue
             args = (model, repeat) if name == "caching" else (model, repeat, Path(tmp))
-            results[name] = fn(*args)
+            results[name] = fn(*args, model_name=model_name) if name == "app" else fn(*args)
             print(format_section(name, results[name]), flush=True)
     if "cold" not in skip:
         results["cold"] = cold_start(model_name)
@@ -331,7 +339,12 @@ def main(argv=None) -> int:
     p.add_argument("--skip", default="", help="comma-separated sections: " + ",".join([*SECTIONS, "cold"]))
     p.add_argument("--json", help="write the results here")
     p.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"))
+    p.add_argument("--serve-echo", action="store_true", help=argparse.SUPPRESS)  # the app section's floor server
+    p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    if a.serve_echo:
+        serve_echo(a.port)
+        return 0
     if a.compare:
         old, new = (json.loads(Path(f).read_text()) for f in a.compare)
         print(compare(old, new))
