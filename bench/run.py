@@ -147,7 +147,6 @@ def app_overhead(model, repeat: int, tmp: Path, model_name: str = DEFAULT_MODEL)
     Also, with the app stopped, the round trip of an endpoint that only echoes its input (its own process too):
     what gradio and its client cost any request (the client polls its message queue every 50 ms), which no app can
     go below. One server runs at a time, as in a deployment."""
-
     from gradio_client import Client
 
     library = lambda: model.generate(_turn(model), seed=0, output="image", out_dir=tmp)  # noqa: E731

@@ -81,6 +81,14 @@ def test_image_to_audio(nano, tmp_path):
     assert read_media("audio", result.media[0].path)["colour"] == "blue"
 
 
+def test_image_to_video(nano, tmp_path):
+    picture = _write("image", {"colour": "green", "shape": "triangle", "position": "left"}, tmp_path)
+    result = _ask(nano, tmp_path, picture, "Show this shape moving down.")
+    assert [m.modality for m in result.media] == ["video"]
+    read = read_media("video", result.media[0].path)
+    assert {a: read[a] for a in ("colour", "direction")} == {"colour": "green", "direction": "down"}
+
+
 def test_text_only_question_gets_no_media(nano, tmp_path):
     picture = _write("image", {"colour": "yellow", "shape": "star", "position": "centre"}, tmp_path)
     assert not _ask(nano, tmp_path, picture, "What colour is the shape?").media
