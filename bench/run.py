@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 MEDIA = ROOT / "assets" / "examples"
 
 
-def timed_runs(fns: dict, repeat: int) -> dict[str, list[float]]:
-    """Each run's time of each function, the functions run in turn (a machine's drift touches each alike)."""
+def timed_together(fns: dict, repeat: int) -> dict[str, float]:
+    """The median time of each function, the functions run in turn: a machine's drift touches each alike."""
     for fn in fns.values():
         fn()  # warm-up
     times = {name: [] for name in fns}
@@ -41,12 +41,7 @@ def timed_runs(fns: dict, repeat: int) -> dict[str, list[float]]:
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
-    return times
-
-
-def timed_together(fns: dict, repeat: int) -> dict[str, float]:
-    """The median time of each function, run in turn."""
-    return {name: statistics.median(t) for name, t in timed_runs(fns, repeat).items()}
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def timed(fn, repeat: int) -> float:
@@ -155,11 +150,11 @@ def app_overhead(model, repeat: int, tmp: Path, model_name: str = DEFAULT_MODEL)
     context = ssl.create_default_context()
     message = {"text": "Show me a picture.", "files": []}
     app = ["app.py", "--model", model_name, "--threads", "1"]
-    with _serving(app) as url:
+    with _server(app) as (url, _):
         client = Client(url, verbose=False, ssl_verify=context)
         t = timed_together({"app": lambda: client.predict(message, [], "image", 0, api_name="/chat"),
                             "library": library}, repeat)
-    with _serving(["-m", "bench.run", "--serve-echo"]) as url:
+    with _server(["-m", "bench.run", "--serve-echo"]) as (url, _):
         client = Client(url, verbose=False, ssl_verify=context)
         t["echo"] = timed(lambda: client.predict("hi", api_name="/echo"), repeat)
     return {"app turn via gradio_client (s)": t["app"], "library turn, no server (s)": t["library"],
@@ -181,29 +176,24 @@ def serve_echo(port: int) -> None:
     echo.launch(server_name="127.0.0.1", server_port=port, quiet=True)
 
 
-def _wait_ready(proc: subprocess.Popen, port: int, timeout: float = 300) -> float | None:
-    """Seconds until the server on `port` answers /config (None if it stopped or timed out)."""
-    start = time.perf_counter()
-    while time.perf_counter() - start < timeout and proc.poll() is None:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=2) as r:
-                if r.status == 200:
-                    return time.perf_counter() - start
-        except OSError:
-            time.sleep(0.2)
-    return None
-
-
 @contextlib.contextmanager
-def _serving(argv: list[str]):
-    """A server started as `python ARGV --port P`, stopped on exit; yields its URL once it answers."""
+def _server(argv: list[str], must_start: bool = True):
+    """`python ARGV --port P`, stopped on exit; yields (its URL, seconds until it answered /config, or None)."""
     port = _free_port()
     proc = subprocess.Popen([sys.executable, *argv, "--port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
-        if _wait_ready(proc, port) is None:
+        start, ready = time.perf_counter(), None
+        while ready is None and time.perf_counter() - start < 300 and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=2) as r:
+                    if r.status == 200:
+                        ready = time.perf_counter() - start
+            except OSError:
+                time.sleep(0.2)
+        if must_start and ready is None:
             raise RuntimeError(f"python {' '.join(argv)} did not start (exit code {proc.poll()})")
-        yield f"http://127.0.0.1:{port}/"
+        yield f"http://127.0.0.1:{port}/", ready
     finally:
         proc.terminate()
         proc.wait()
@@ -237,14 +227,8 @@ def _free_port() -> int:
 
 def cold_start(model_name: str) -> dict:
     """`python app.py` to a page that answers, and the peak RSS of one full any-to-any turn in a fresh process."""
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "app.py", "--model", model_name, "--port", str(port)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        ready = _wait_ready(proc, port)
-    finally:
-        proc.terminate()
-        proc.wait()
+    with _server(["app.py", "--model", model_name], must_start=False) as (_, ready):
+        pass
     code = (
         "import resource, sys\n"
         "from nextgpt.model import NextGPT\nfrom nextgpt import Media, Message\n"
