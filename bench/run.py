@@ -139,9 +139,11 @@ def app_overhead(model, repeat: int, tmp: Path, model_name: str = DEFAULT_MODEL)
     """A gradio_client turn against `python app.py` (its own process, as deployed) vs the same library call in this
     process, which serves nothing: the two in turn, so that the machine's drift touches both alike.
 
-    Also, with the app stopped, the round trip of an endpoint that only echoes its input (its own process too):
-    what gradio and its client cost any request (the client polls its message queue every 50 ms), which no app can
-    go below. One server runs at a time, as in a deployment."""
+    Also, with the app stopped, the floor: a server (its own process too) whose endpoint streams an answer as long
+    as the library turn and as often as the app does, but does no work. Its round trip less that time is what
+    Gradio and gradio_client cost a streamed turn, which no app can go below: the queue, the messages, and the
+    client, which looks for new messages every 50 ms (half of that, on average, after the last). One server runs
+    at a time, as in a deployment."""
     from gradio_client import Client
 
     library = lambda: model.generate(_turn(model), seed=0, output="image", out_dir=tmp)  # noqa: E731
@@ -154,26 +156,35 @@ def app_overhead(model, repeat: int, tmp: Path, model_name: str = DEFAULT_MODEL)
         client = Client(url, verbose=False, ssl_verify=context)
         t = timed_together({"app": lambda: client.predict(message, [], "image", 0, api_name="/chat"),
                             "library": library}, repeat)
-    with _server(["-m", "bench.run", "--serve-echo"]) as (url, _):
+    with _server(["-m", "bench.run", "--serve-idle"]) as (url, _):
         client = Client(url, verbose=False, ssl_verify=context)
-        t["echo"] = timed(lambda: client.predict("hi", api_name="/echo"), repeat)
+        floor = timed(lambda: client.predict(t["library"], api_name="/idle"), repeat) - t["library"]
     return {"app turn via gradio_client (s)": t["app"], "library turn, no server (s)": t["library"],
-            "app ratio": t["app"] / t["library"], "empty gradio round trip (s)": t["echo"],
-            "app ratio less the empty round trip": (t["app"] - t["echo"]) / t["library"]}
+            "app ratio": t["app"] / t["library"], "gradio + client, idle answer as long (s)": floor,
+            "app ratio less gradio + client": (t["app"] - floor) / t["library"]}
 
 
-def serve_echo(port: int) -> None:
-    """An endpoint that only echoes its text, queued as the app's is (`--serve-echo`, for `app_overhead`)."""
+def serve_idle(port: int) -> None:
+    """`--serve-idle`, for `app_overhead`: an endpoint that streams for the seconds asked, updating as often as the
+    app's turns do, and computes nothing; queued as the app's is."""
     import gradio as gr
 
     from demo import AppSettings
     from demo.ui import configure_queue
 
-    with gr.Blocks() as echo:
-        box = gr.Textbox()
-        box.submit(lambda text: text, box, box, api_name="echo")
-    configure_queue(echo, AppSettings())
-    echo.launch(server_name="127.0.0.1", server_port=port, quiet=True)
+    settings = AppSettings()
+
+    def idle(seconds):
+        end = time.monotonic() + float(seconds)
+        while (left := end - time.monotonic()) > 0:
+            time.sleep(min(settings.stream_interval_s, left))
+            yield f"{left:.2f}"
+
+    with gr.Blocks() as blocks:
+        box = gr.Number()
+        box.submit(idle, box, gr.Textbox(), api_name="idle")
+    configure_queue(blocks, settings)
+    blocks.launch(server_name="127.0.0.1", server_port=port, quiet=True)
 
 
 @contextlib.contextmanager
@@ -322,11 +333,11 @@ def main(argv=None) -> int:
     p.add_argument("--skip", default="", help="comma-separated sections: " + ",".join([*SECTIONS, "cold"]))
     p.add_argument("--json", help="write the results here")
     p.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"))
-    p.add_argument("--serve-echo", action="store_true", help=argparse.SUPPRESS)  # the app section's floor server
+    p.add_argument("--serve-idle", action="store_true", help=argparse.SUPPRESS)  # the app section's floor server
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
-    if a.serve_echo:
-        serve_echo(a.port)
+    if a.serve_idle:
+        serve_idle(a.port)
         return 0
     if a.compare:
         old, new = (json.loads(Path(f).read_text()) for f in a.compare)

@@ -35,7 +35,10 @@ class AppSettings:
     max_prompt_chars: int = 4000
     max_history_turns: int = 8
     queue_size: int = 32
-    stream_interval_s: float = 0.1  # the least time between two streamed updates of the chat
+    # The least time between two streamed updates of the chat. Each update takes the GIL from generation several
+    # times (a thread hop, a render, a diff, a message): at 10 a second a nano turn through the app took 30-40 ms
+    # longer than at 4 (turns interleaved in one server); 5 a second still reads as streaming.
+    stream_interval_s: float = 0.2
     # Gradio's queue looks for work every 1 ms, even while a turn runs, and each look takes the GIL from
     # generation: a turn ran 6-18% slower beside the app. Idle, it looks every 5 ms (a turn starts within 5 ms);
     # while a turn runs nothing else of the model's may start, so it looks every 100 ms.

@@ -192,7 +192,9 @@ def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
                 ):
                     continue  # (the result is the last event: the final update below shows it)
                 shown = now
-                yield history + answer.messages(), gr.skip()
+                # The box is already empty and locked: an empty value, not gr.skip(), which Gradio 6 handles as a
+                # property update, rebuilding the component and its API schema each time (3 ms against 0.5 ms).
+                yield history + answer.messages(), None
         except Exception as e:  # the model failed mid-answer: keep what was shown and say what happened
             answer.tail = [_note(f"⚠️ The answer stopped: {type(e).__name__}: {e}")]
         finally:
