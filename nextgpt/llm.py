@@ -73,8 +73,12 @@ def build_llm(
     *,
     dtype: torch.dtype = torch.float32,
     device_map: str | dict | None = None,
+    mean_resizing: bool = True,
 ) -> PeftModel:
-    """Base Llama (pretrained, or random from `config.llm.llama`), resized to `vocab_size`, wrapped with LoRA."""
+    """Base Llama (pretrained, or random from `config.llm.llama`), resized to `vocab_size`, wrapped with LoRA.
+
+    `mean_resizing=False` when trained weights will overwrite the new rows: sampling them from the old rows'
+    mean and covariance is then wasted work (a 4096 x 4096 covariance for the 7B model)."""
     if config.llm.pretrained:
         base = LlamaForCausalLM.from_pretrained(config.llm.pretrained, dtype=dtype, device_map=device_map)
     else:
@@ -84,7 +88,7 @@ def build_llm(
             torch.manual_seed(0)
             base = LlamaForCausalLM(LlamaConfig(**kwargs)).to(dtype)
     if base.get_input_embeddings().weight.shape[0] != vocab_size:
-        base.resize_token_embeddings(vocab_size)
+        base.resize_token_embeddings(vocab_size, mean_resizing=mean_resizing)
     lora = LoraConfig(
         r=config.lora.r,
         lora_alpha=config.lora.alpha,

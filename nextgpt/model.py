@@ -128,8 +128,10 @@ class NextGPT(nn.Module):
             if config.llm.vocab_size and config.llm.vocab_size != vocab:
                 raise ValueError(f"tokenizer has {vocab} tokens with the signal tokens, the model needs {config.llm.vocab_size}")
             config.llm.vocab_size = vocab
+        source = None if meta else checkpoint or _resolve(config.checkpoint, root)  # the trained weights, if any
         with torch.device("meta") if meta else torch.device("cpu"):
-            llm = build_llm(config, vocab, dtype=dtype, device_map=None if meta else device_map)
+            llm = build_llm(config, vocab, dtype=dtype, device_map=None if meta else device_map,
+                            mean_resizing=not source and not meta)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(0)
                 proj_in = input_projector(config.encoder.embed_dim, config.llm.hidden_size)
@@ -157,7 +159,6 @@ class NextGPT(nn.Module):
             model.output_projectors.to(device, dtype)
             if device_map is None:
                 model.llm.to(device)
-            source = checkpoint or _resolve(config.checkpoint, root)
             if source:
                 model.load_checkpoint(_fetch_checkpoint(source))
         return model
