@@ -1,6 +1,7 @@
 """NExT-GPT nano, part 2: the frozen nano parts assembled into one NExT-GPT and aligned through its three stages.
 
-    python -m nextgpt.train.nano_model [--parts assets/nano] [--world data/nano-world] [--only 1|2|3]
+    python -m nextgpt.nano.world data/nano-world-8k --seed 0 --dialogues 8000 --questions 12000
+    python -m nextgpt.train.nano_model [--parts assets/nano] [--world data/nano-world-8k] [--only 1|2|3]
 
 The parts folder holds what part 1 trained (`encoder/`, `llm/`, `image_decoder/`, `video_decoder/`,
 `audio_decoder/`); this script writes the trained NExT-GPT beside them (`config.json`, `nextgpt.safetensors`,
@@ -31,10 +32,14 @@ class NanoStages:
     images, videos and sounds when asked to describe them.
     """
 
-    steps: dict[int, int] = field(default_factory=lambda: {1: 4000, 2: 3000, 3: 6000})
-    batch_size: dict[int, int] = field(default_factory=lambda: {1: 16, 2: 16, 3: 8})
-    lr: dict[int, float] = field(default_factory=lambda: {1: 1e-3, 2: 1e-3, 3: 5e-4})
+    steps: dict[int, int] = field(default_factory=lambda: {1: 4000, 2: 3000, 3: 16000})
+    batch_size: dict[int, int] = field(default_factory=lambda: {1: 16, 2: 16, 3: 10})
+    lr: dict[int, float] = field(default_factory=lambda: {1: 1e-3, 2: 1e-3, 3: 3e-4})
     lora: dict[int, bool] = field(default_factory=lambda: {1: True, 2: False, 3: True})
+    # Stage 3 only: 2 of each 10 examples are T_X pairs (as the official stage 3 blended its T2X sets in), and the
+    # rare X -> video dialogues repeat, so the video projector learns to carry a shape read from other media.
+    pair_mix: float = 0.2
+    repeat_tasks: str = "i2v=6,a2v=6,t2v=2"
 
 
 def nano_config(parts: Path) -> NextGPTConfig:
@@ -76,7 +81,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m nextgpt.train.nano_model", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--parts", default="assets/nano")
-    p.add_argument("--world", default="data/nano-world")
+    p.add_argument("--world", default="data/nano-world-8k")
     p.add_argument("--runs", default="runs/nano-stages")
     p.add_argument("--only", type=int, choices=(1, 2, 3), help="run one stage (its input: the previous output)")
     p.add_argument("--no-ship", action="store_true", help="keep stage 3's output in the runs folder only")
@@ -95,6 +100,7 @@ def main(argv=None) -> None:
             stage=stage, model=source, data=a.world, out=str(out), run=str(runs / f"stage{stage}"),
             steps=plan.steps[stage], batch_size=plan.batch_size[stage], lr=plan.lr[stage], warmup=100,
             features=str(runs / "features"), lora=plan.lora[stage],
+            pair_mix=plan.pair_mix if stage == 3 else 0.0, repeat_tasks=plan.repeat_tasks if stage == 3 else "",
         ))
         source = str(out)
         if stage == 3 and not a.no_ship:
