@@ -131,7 +131,7 @@ class NextGPT(nn.Module):
         source = None if meta else checkpoint or _resolve(config.checkpoint, root)  # the trained weights, if any
         with torch.device("meta") if meta else torch.device("cpu"):
             llm = build_llm(config, vocab, dtype=dtype, device_map=None if meta else device_map,
-                            mean_resizing=not source and not meta)
+                            mean_resizing=not source)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(0)
                 proj_in = input_projector(config.encoder.embed_dim, config.llm.hidden_size)
