@@ -104,7 +104,7 @@ class Answer:
         m = item["modality"]
         if item["state"] == "pending":
             total = item.get("total")
-            progress = f"step {item['step']} of {total}" if total else "starting"
+            progress = f"step {item['step']} of {total}" if total and item["step"] else "starting"
             return [_note(f"{ICONS[m]} Making {'an' if m == 'image' or m == 'audio' else 'a'} {m}: {progress}",
                           status="pending")]
         if item["state"] == "failed":
@@ -179,17 +179,18 @@ def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
         )
         answer = Answer()
         events = service.chat(messages, **options)
-        shown = 0.0
+        shown = time.monotonic()  # the echo above
         _poll_every(demo, settings.queue_poll_busy_s)  # see AppSettings.queue_poll_s
         try:
             for event in events:
                 answer.apply(event)
-                # Each yield is a render, a diff and a message to every browser: coalesce tokens and decoder
-                # steps to a few updates a second; a media item's start and end show at once.
+                # Each yield is a render, a diff and a message to every browser, and costs a nano turn ~10 ms:
+                # at most one update per stream interval, except that a decoder's start and a media item's end
+                # show at once.
                 now = time.monotonic()
-                if isinstance(event, ChatResult) or (
-                    isinstance(event, (TextDelta, MediaProgress)) and now - shown < settings.stream_interval_s
-                ):
+                at_once = isinstance(event, (MediaReady, MediaFailed)) or (
+                    isinstance(event, MediaProgress) and event.step == 0)
+                if isinstance(event, ChatResult) or (not at_once and now - shown < settings.stream_interval_s):
                     continue  # (the result is the last event: the final update below shows it)
                 shown = now
                 # The box is already empty and locked: an empty value, not gr.skip(), which Gradio 6 handles as a

@@ -283,6 +283,8 @@ class Decoders:
                 progress(done, steps)
 
         pipe = self.get(modality)
+        if progress is not None:
+            progress(0, steps)  # started: a streaming consumer can show it now, before a possibly slow first step
         start = time.perf_counter()
         try:
             with self._run_locks[modality]:

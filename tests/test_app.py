@@ -16,11 +16,14 @@ from app_helpers import ARTIFACTS, _files, _text, resend
 
 
 def test_streamed_answer_arrives_in_several_updates(client):
-    job = client.submit({"text": "Tell me about birds.", "files": []}, [], "text", 5, api_name="/chat")
+    job = client.submit({"text": "Show me a picture.", "files": []}, [], "image", 5, api_name="/chat")
     updates = list(job)
-    assert len(updates) >= 3
+    assert len(updates) >= 3  # the echo, the decoder at work, the media, the final state
+    notes = [m["metadata"]["title"] for chat, _ in updates[1:-1] for m in chat if m.get("metadata")]
+    assert any(n.startswith("🖼️ Making an image") for n in notes)
     final = job.outputs()[-1][0]
-    assert final[0]["role"] == "user" and final[-1]["metadata"]["title"].startswith("Signal tokens: none")
+    assert final[0]["role"] == "user" and final[-1]["metadata"]["title"].startswith("Signal tokens: [IMG0]")
+    assert len(_files(final)) == 1
 
 
 def test_updates_are_coalesced_and_nothing_is_lost(nano_model, client, tmp_path):
@@ -38,8 +41,8 @@ def test_updates_are_coalesced_and_nothing_is_lost(nano_model, client, tmp_path)
         final = job.outputs()[-1][0]
     finally:
         slow.close()
-    # echo, first token, the signal run, the media ready and the final state: not one per token or step
-    assert len(updates) <= 7
+    # the echo, the decoder's start, the media and the final state: not one per token or step
+    assert len(updates) <= 4
     assert _text(final) == _text(client.predict(*request, api_name="/chat")[0])
     assert len(_files(final)) == 1
 

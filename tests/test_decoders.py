@@ -51,7 +51,7 @@ def test_decode_and_write(decoders, configs, modality, tmp_path):
     calls = []
     media = decoders.decode(modality, embeds(modality), seed=3, progress=lambda i, n: calls.append((i, n)))
     steps = cfg.num_inference_steps
-    assert calls == [(i + 1, steps) for i in range(steps)]
+    assert calls == [(i, steps) for i in range(steps + 1)]  # (0, steps) as it starts
     assert media.modality == modality
     assert media.info["seed"] == 3 and media.info["steps"] == steps and media.info["guidance"] == cfg.guidance_scale
     assert media.info["seconds_taken"] >= 0
