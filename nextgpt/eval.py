@@ -73,6 +73,7 @@ def evaluate_model(model, world: str | Path, split: str = "test", limit: int | N
     scores: dict[str, list[float]] = defaultdict(list)  # "task" -> 0/1 per judged turn
     attr_scores: dict[str, list[float]] = defaultdict(list)  # "task/attribute"
     routing, turn_times = [], []
+    failures = []  # every judged turn that was wrong: what was asked, said and read, to see why
     for n, d in enumerate(dialogues):
         history: list[Message] = []
         last_ok = None
@@ -90,6 +91,7 @@ def evaluate_model(model, world: str | Path, split: str = "test", limit: int | N
             wanted = set(media_of.values())
             routing.append(float(set(made) == wanted))
             ok, judged = True, False
+            expected, got = {}, {}
             if wanted:
                 for name, m in media_of.items():
                     truth = items[name]["attributes"]
@@ -99,6 +101,7 @@ def evaluate_model(model, world: str | Path, split: str = "test", limit: int | N
                             good = float(read.get(a) == truth[a])
                             attr_scores[f"{d['task']}/{a}"].append(good)
                             ok, judged = ok and bool(good), True
+                            expected[f"{m} {a}"], got[f"{m} {a}"] = truth[a], read.get(a)
             else:  # the asked attributes the reference names must be named right; any other named, right too
                 reference = oracles.caption_attributes(turn["value"])
                 said = oracles.caption_attributes(result.text)
@@ -111,9 +114,13 @@ def evaluate_model(model, world: str | Path, split: str = "test", limit: int | N
                         attr_scores[f"{d['task']}/{a}"].append(good)
                         ok, judged = ok and bool(good), True
                 ok = ok and all(v == truth[a] for a, v in said.items() if a in truth)
+                expected, got = truth, said
             if judged:  # a turn that names nothing to check is not scored
                 last_ok = ok
                 scores[d["task"]].append(float(ok))
+                if not ok:
+                    failures.append({"dialogue": d["id"], "task": d["task"], "asked": history[-1].text,
+                                     "answer": result.text, "made": sorted(made), "expected": expected, "got": got})
             history.append(Message("assistant", [result.text, *[Media(m.modality, m.path) for m in result.media]]))
         if d["task"].startswith("edit") and last_ok is not None:
             scores["edits (last turn)"].append(float(last_ok))
@@ -129,6 +136,7 @@ def evaluate_model(model, world: str | Path, split: str = "test", limit: int | N
         "routing": mean(routing),
         "assistant_turns": len(turn_times),
         "seconds_per_turn": mean(turn_times),
+        "failures": failures,
     }
 
 

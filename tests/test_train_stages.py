@@ -133,6 +133,23 @@ def test_evaluation_scores_the_reference_answers_as_right(tiny_world):
     assert r["routing"] == 1.0
     assert all(row["all_correct"] == 1.0 for row in r["tasks"].values()), r["tasks"]
     assert all(v == 1.0 for v in r["attributes"].values())
+    assert r["failures"] == []
+
+
+def test_evaluation_lists_each_wrong_turn_with_what_was_expected_and_read(tiny_world):
+    from nextgpt.eval import evaluate_model
+    from nextgpt.generation import ChatResult
+
+    class Mute:  # answers every turn with a text that names nothing and makes nothing
+        def generate(self, history, **kw):
+            return ChatResult(text="Hello.")
+
+    r = evaluate_model(Mute(), tiny_world, split="train", log=None, tasks={"t2i", "t2v"})
+    assert len(r["failures"]) == sum(row["turns"] for row in r["tasks"].values()) > 0
+    f = r["failures"][0]
+    assert f["answer"] == "Hello." and f["made"] == [] and f["task"] in ("t2i", "t2v") and f["asked"]
+    assert f["expected"]["image colour" if f["task"] == "t2i" else "video colour"]
+    assert set(f["got"].values()) == {None}
 
 
 def test_one_command_for_all_nano_parts_runs_them_in_order(monkeypatch):
