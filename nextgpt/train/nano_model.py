@@ -36,10 +36,10 @@ class NanoStages:
     batch_size: dict[int, int] = field(default_factory=lambda: {1: 16, 2: 16, 3: 10})
     lr: dict[int, float] = field(default_factory=lambda: {1: 1e-3, 2: 1e-3, 3: 3e-4})
     lora: dict[int, bool] = field(default_factory=lambda: {1: True, 2: False, 3: True})
-    # Stage 3 only: 2 of each 10 examples are T_X pairs (as the official stage 3 blended its T2X sets in), and the
+    # In stage 3, 2 of each 10 examples are T_X pairs (as the official stage 3 blended its T2X sets in), and the
     # rare X -> video dialogues repeat, so the video projector learns to carry a shape read from other media.
-    pair_mix: float = 0.2
-    repeat_tasks: str = "i2v=6,a2v=6,t2v=2"
+    pair_mix: dict[int, float] = field(default_factory=lambda: {1: 0.0, 2: 0.0, 3: 0.2})
+    repeat_tasks: dict[int, str] = field(default_factory=lambda: {1: "", 2: "", 3: "i2v=6,a2v=6,t2v=2"})
 
 
 def nano_config(parts: Path) -> NextGPTConfig:
@@ -100,7 +100,7 @@ def main(argv=None) -> None:
             stage=stage, model=source, data=a.world, out=str(out), run=str(runs / f"stage{stage}"),
             steps=plan.steps[stage], batch_size=plan.batch_size[stage], lr=plan.lr[stage], warmup=100,
             features=str(runs / "features"), lora=plan.lora[stage],
-            pair_mix=plan.pair_mix if stage == 3 else 0.0, repeat_tasks=plan.repeat_tasks if stage == 3 else "",
+            pair_mix=plan.pair_mix[stage], repeat_tasks=plan.repeat_tasks[stage],
         ))
         source = str(out)
         if stage == 3 and not a.no_ship:
