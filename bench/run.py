@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 MEDIA = ROOT / "assets" / "examples"
 
 
-def timed_together(fns: dict, repeat: int) -> dict[str, float]:
-    """The median time of each function, the functions run in turn: a machine's drift touches each alike."""
+def times_together(fns: dict, repeat: int) -> dict[str, list[float]]:
+    """Each function's times, the functions run in turn: a machine's drift touches each alike."""
     for fn in fns.values():
         fn()  # warm-up
     times = {name: [] for name in fns}
@@ -41,7 +41,12 @@ def timed_together(fns: dict, repeat: int) -> dict[str, float]:
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times
+
+
+def timed_together(fns: dict, repeat: int) -> dict[str, float]:
+    """The median time of each function, run in turn."""
+    return {name: statistics.median(t) for name, t in times_together(fns, repeat).items()}
 
 
 def timed(fn, repeat: int) -> float:
@@ -143,25 +148,50 @@ def app_overhead(model, repeat: int, tmp: Path, model_name: str = DEFAULT_MODEL)
     as the library turn and as often as the app does, but does no work. Its round trip less that time is what
     Gradio and gradio_client cost a streamed turn, which no app can go below: the queue, the messages, and the
     client, which looks for new messages every 50 ms (half of that, on average, after the last). One server runs
-    at a time, as in a deployment."""
+    at a time, as in a deployment.
+
+    That poll puts every app turn on a 50 ms grid, a tenth of a nano turn, while library turns vary by more than
+    that from one to the next on this machine; a ratio of two medians then jumps by 0.1 between runs. So the
+    overhead is the median of each pair's difference (app turn less the library turn right after it), over three
+    times `repeat` pairs, and the ratio is 1 + that over the library's median."""
+    import httpx
     from gradio_client import Client
 
     library = lambda: model.generate(_turn(model), seed=0, output="image", out_dir=tmp)  # noqa: E731
     # One SSL context for every request: gradio_client otherwise builds one (loading the CA bundle, ~20 ms) per
-    # request and per file download, even over plain http, which a browser never does.
+    # request, even over plain http, which a browser never does.
     context = ssl.create_default_context()
     message = {"text": "Show me a picture.", "files": []}
     app = ["app.py", "--model", model_name, "--threads", "1"]
-    with _server(app) as (url, _):
-        client = Client(url, verbose=False, ssl_verify=context)
-        t = timed_together({"app": lambda: client.predict(message, [], "image", 0, api_name="/chat"),
-                            "library": library}, repeat)
+    with _server(app) as (url, _), httpx.Client() as http:
+        # The answer's files are fetched once, over one connection, as a browser does. gradio_client's own
+        # download_files fetches every file in the history again with each streamed update, each over a new
+        # connection into a new temporary folder (two fetches of the image per turn here, ~15 ms on nano).
+        client = Client(url, verbose=False, ssl_verify=context, download_files=False)
+
+        fetched = []
+
+        def app_turn():
+            history, _ = client.predict(message, [], "image", 0, api_name="/chat")
+            fetched.append(_file_urls(history))
+            for url in fetched[-1]:
+                http.get(url).raise_for_status()
+
+        t = times_together({"app": app_turn, "library": library}, 3 * repeat)
+    lib = statistics.median(t["library"])
+    overhead = statistics.median(a - b for a, b in zip(t["app"], t["library"]))
     with _server(["-m", "bench.run", "--serve-idle"]) as (url, _):
         client = Client(url, verbose=False, ssl_verify=context)
-        floor = timed(lambda: client.predict(t["library"], api_name="/idle"), repeat) - t["library"]
-    return {"app turn via gradio_client (s)": t["app"], "library turn, no server (s)": t["library"],
-            "app ratio": t["app"] / t["library"], "gradio + client, idle answer as long (s)": floor,
-            "app ratio less gradio + client": (t["app"] - floor) / t["library"]}
+        floor = timed(lambda: client.predict(lib, api_name="/idle"), repeat) - lib
+    return {"app turn via gradio_client (s)": statistics.median(t["app"]), "library turn, no server (s)": lib,
+            "app turn less library turn, per pair (s)": overhead, "files fetched per app turn": len(fetched[-1]),
+            "app ratio": 1 + overhead / lib, "gradio + client, idle answer as long (s)": floor,
+            "app ratio less gradio + client": 1 + (overhead - floor) / lib}
+
+
+def _file_urls(history: list[dict]) -> list[str]:
+    return [part["file"]["url"] for m in history for part in (m["content"] if isinstance(m["content"], list) else [])
+            if part.get("type") == "file"]
 
 
 def serve_idle(port: int) -> None:

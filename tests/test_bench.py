@@ -11,6 +11,7 @@ def test_overhead_sections_report_their_ratios(tiny_model, tmp_path):
     assert wrapper["wrapper ratio"] > 0 and app["app ratio"] > 0
     assert 0 < app["gradio + client, idle answer as long (s)"] < app["app turn via gradio_client (s)"]
     assert app["app ratio less gradio + client"] < app["app ratio"]
+    assert app["files fetched per app turn"] == 1  # the image the turn asked for, fetched as a browser does
 
 
 def test_compare_prints_new_over_old(tmp_path, capsys):
