@@ -9,7 +9,8 @@ from nextgpt.conversation import Message
 from nextgpt.model import NextGPT
 from nextgpt.nano import world
 from nextgpt.train import data
-from nextgpt.train.stages import StageConfig, train, trainable_parameters
+from nextgpt.config import LoRAConfig
+from nextgpt.train.stages import StageConfig, train, trainable_parameters, widen_lora
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +83,32 @@ def test_lora_trains_in_stage_3_by_default_and_in_any_stage_when_asked():
     assert lora <= chosen(3)
     assert lora <= chosen(1, True)  # the nano recipe: its 4-layer LLM cannot read a media token frozen
     assert not lora & chosen(3, False)
+
+
+def test_widening_the_lora_keeps_what_the_model_computes_and_trains_the_new_ranks(tmp_path):
+    model = NextGPT.from_pretrained("tiny")
+    with torch.no_grad():  # a trained adapter, so that there is something to keep
+        for n, p in model.llm.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.02)
+    ids = torch.randint(0, 200, (2, 12))
+    with torch.no_grad():
+        before = model.llm(input_ids=ids).logits
+    old = model.config.lora
+    wide = LoRAConfig(r=old.r * 4, alpha=old.alpha * 4, dropout=old.dropout,
+                      target_modules=[*old.target_modules, "gate_proj", "up_proj", "down_proj"])
+    widen_lora(model, wide)
+    with torch.no_grad():
+        assert torch.allclose(model.llm(input_ids=ids).logits, before, atol=1e-5)
+    names = [n for n, _ in model.llm.named_parameters() if "lora_A" in n]
+    assert any("gate_proj" in n for n in names) and all(
+        p.shape[0] == wide.r for n, p in model.llm.named_parameters() if "lora_A" in n)
+    assert {id(p) for n, p in model.llm.named_parameters() if "lora_" in n} <= {
+        id(p) for p in trainable_parameters(model, 3)}
+    model.save_pretrained(tmp_path, components=False)  # and it loads back with its new LoRA
+    assert NextGPT.from_pretrained(tmp_path).config.lora == wide
+    with pytest.raises(ValueError, match="alpha / r"):
+        widen_lora(model, LoRAConfig(r=wide.r * 2, alpha=wide.alpha, target_modules=wide.target_modules))
 
 
 def test_stage3_blends_pair_examples_into_each_batch_when_asked(tiny_world):

@@ -18,8 +18,9 @@ from pathlib import Path
 
 from ..config import (DecoderConfig, EncoderConfig, GenerationConfig, LLMConfig, LoRAConfig, NextGPTConfig,
                       OutputProjectorConfig, SignalTokenConfig)
+from ..model import NextGPT
 from . import nano_audio, nano_video
-from .stages import StageConfig, train
+from .stages import StageConfig, train, widen_lora
 
 
 @dataclass
@@ -40,6 +41,12 @@ class NanoStages:
     # rare X -> video dialogues repeat, so the video projector learns to carry a shape read from other media.
     pair_mix: dict[int, float] = field(default_factory=lambda: {1: 0.0, 2: 0.0, 3: 0.2})
     repeat_tasks: dict[int, str] = field(default_factory=lambda: {1: "", 2: "", 3: "i2v=6,a2v=6,t2v=2"})
+    # Stage 3 widens the LoRA, computing the same function (`widen_lora`), from r=8 on attention to r=32 on every
+    # linear layer, as the official new code's `find_all_linear_names` does: with r=8 on attention alone, LLM-nano
+    # named the wrong shape in a third of its image -> video and audio -> video answers.
+    lora_config: dict[int, LoRAConfig | None] = field(default_factory=lambda: {1: None, 2: None, 3: LoRAConfig(
+        r=32, alpha=64, dropout=0.05,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])})
 
 
 def nano_config(parts: Path) -> NextGPTConfig:
@@ -96,6 +103,8 @@ def main(argv=None) -> None:
         if a.only and stage != a.only:
             source = str(out)
             continue
+        if plan.lora_config[stage] is not None:
+            source = _widened(source, plan.lora_config[stage], runs / f"stage{stage}" / "widened")
         model = train(StageConfig(
             stage=stage, model=source, data=a.world, out=str(out), run=str(runs / f"stage{stage}"),
             steps=plan.steps[stage], batch_size=plan.batch_size[stage], lr=plan.lr[stage], warmup=100,
@@ -105,6 +114,15 @@ def main(argv=None) -> None:
         source = str(out)
         if stage == 3 and not a.no_ship:
             model.save_pretrained(a.parts, components=False)  # the shipped folder: parts + config + trained weights
+
+
+def _widened(source: str, lora: LoRAConfig, out: Path) -> str:
+    """`source` with its LoRA widened, saved once in `out` (a resumed stage finds it there)."""
+    if not (out / "config.json").exists():
+        model = NextGPT.from_pretrained(source)
+        widen_lora(model, lora)
+        model.save_pretrained(out, components=False)
+    return str(out)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..config import LoRAConfig, NextGPTConfig
+from ..llm import build_llm
 from ..media import Media
 from ..model import NextGPT
 from . import data
@@ -84,6 +86,34 @@ def trainable_parameters(model: NextGPT, stage: int, lora: bool | None = None) -
     for p in params:
         p.requires_grad_(True)
     return params
+
+
+def widen_lora(model: NextGPT, lora: LoRAConfig) -> None:
+    """Give `model` a LoRA of more ranks and more target modules that computes the same function: the trained
+    adapters fill the first ranks, and every new rank starts as a new LoRA does (B = 0). The scale alpha / r stays."""
+    old = model.config.lora
+    if lora.r < old.r or lora.alpha * old.r != old.alpha * lora.r or not set(old.target_modules) <= set(
+            lora.target_modules):
+        raise ValueError(f"cannot widen {old} to {lora}: ranks and targets may only grow, at the same alpha / r")
+    config = NextGPTConfig.from_dict(model.config.to_dict())
+    config.lora = lora
+    weight = model.llm.get_input_embeddings().weight
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        wide = build_llm(config, weight.shape[0], dtype=weight.dtype, mean_resizing=False).to(weight.device)
+    state = wide.state_dict()
+    named = {k.replace(".base_layer.", "."): k for k in state}  # peft renames the weights of a module it wraps
+    for k, v in model.llm.state_dict().items():
+        k = named[k.replace(".base_layer.", ".")]
+        if "lora_A" in k:
+            state[k][: old.r] = v
+        elif "lora_B" in k:
+            state[k][:, : old.r] = v
+        else:
+            state[k] = v
+    wide.load_state_dict(state)
+    wide.train(model.llm.training)
+    model.llm, model.config.lora = wide, lora
 
 
 # --- examples, features and targets -------------------------------------------------------------------------------
