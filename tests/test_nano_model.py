@@ -92,3 +92,21 @@ def test_image_to_video(nano, tmp_path):
 def test_text_only_question_gets_no_media(nano, tmp_path):
     picture = _write("image", {"colour": "yellow", "shape": "star", "position": "centre"}, tmp_path)
     assert not _ask(nano, tmp_path, picture, "What colour is the shape?").media
+
+
+def test_recipe_widens_the_lora_before_stage_3_only(tmp_path, monkeypatch):
+    from nextgpt.config import NextGPTConfig
+    from nextgpt.train import nano_model
+
+    trained, widened = [], []
+    monkeypatch.setattr(nano_model, "train", lambda cfg: trained.append(cfg))
+    monkeypatch.setattr(nano_model, "_widened", lambda source, lora, out: widened.append((source, lora, out)) or str(out))
+    nano_model.main(["--runs", str(tmp_path), "--no-ship"])
+    assert [c.stage for c in trained] == [1, 2, 3]
+    assert [c.model for c in trained[:2]] == [str(tmp_path / "init"), str(tmp_path / "stage1" / "model")]
+    (source, lora, out), = widened
+    assert source == str(tmp_path / "stage2" / "model") and trained[2].model == str(out)
+    assert lora.r == 32 and {"gate_proj", "up_proj", "down_proj"} <= set(lora.target_modules)
+    shipped = NextGPTConfig.load(SHIPPED["nano"] / "config.json").lora
+    assert shipped == lora  # the shipped weights are this recipe's
+    assert NextGPTConfig.load(tmp_path / "init" / "config.json").lora.r == 8  # stages 1-2 start narrow
