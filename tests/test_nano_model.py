@@ -7,12 +7,13 @@ world's phrasing, and a fixed seed keeps each answer the same from run to run.
 import numpy as np
 import pytest
 
-from nextgpt.config import DEFAULT_MODEL, SHIPPED
+from nextgpt.config import DEFAULT_MODEL, SHIPPED, NextGPTConfig
 from nextgpt.conversation import Message
 from nextgpt.eval import read_media
 from nextgpt.media import Media
 from nextgpt.nano import oracles
 from nextgpt.nano import world as W
+from nextgpt.train import nano_model
 
 
 @pytest.fixture(scope="module")
@@ -95,9 +96,6 @@ def test_text_only_question_gets_no_media(nano, tmp_path):
 
 
 def test_recipe_widens_the_lora_before_stage_3_only(tmp_path, monkeypatch):
-    from nextgpt.config import NextGPTConfig
-    from nextgpt.train import nano_model
-
     trained, widened = [], []
     monkeypatch.setattr(nano_model, "train", lambda cfg: trained.append(cfg))
     monkeypatch.setattr(nano_model, "_widened", lambda source, lora, out: widened.append((source, lora, out)) or str(out))

@@ -5,11 +5,11 @@ import json
 import pytest
 import torch
 
+from nextgpt.config import LoRAConfig
 from nextgpt.conversation import Message
 from nextgpt.model import NextGPT
 from nextgpt.nano import world
 from nextgpt.train import data
-from nextgpt.config import LoRAConfig
 from nextgpt.train.stages import StageConfig, train, trainable_parameters, widen_lora
 
 
