@@ -76,6 +76,10 @@ class Answer:
             tokens = " ".join(event.signal_tokens) if event.signal_tokens else "none (a text-only answer)"
             self.tail = [_note(f"Signal tokens: {tokens}")]
 
+    @property
+    def pending(self) -> bool:
+        return any(item["state"] == "pending" for item in self.media)
+
     def _current(self, modality: str) -> dict:
         for item in self.media:
             if item["modality"] == modality and item["state"] == "pending":
@@ -151,8 +155,7 @@ def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
             messages = to_messages(history, allowed_roots)
             service.check_media(media)
         except MediaError as e:
-            yield history + [_note(f"⚠️ Could not use your message: {e}")], gr.MultimodalTextbox(
-                value=message, interactive=True)
+            yield history + [_note(f"⚠️ Could not use your message: {e}")], message  # back in the box
             return
         history += [{"role": "user", "content": {"path": m.path}} for m in media]
         if text.strip():
@@ -162,7 +165,7 @@ def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
             messages[-1].content.extend(parts)
         else:
             messages.append(Message("user", parts))
-        yield history, gr.MultimodalTextbox(value=None, interactive=False)
+        yield history, gr.MultimodalTextbox(value=None, interactive=False)  # locked until `_unlock`
 
         seed = random.randint(0, 2**31 - 1) if randomize_seed else int(seed)
         options = dict(
@@ -192,6 +195,8 @@ def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
                     isinstance(event, MediaProgress) and event.step == 0)
                 if isinstance(event, ChatResult) or (not at_once and now - shown < settings.stream_interval_s):
                     continue  # (the result is the last event: the final update below shows it)
+                if isinstance(event, (MediaReady, MediaFailed)) and not answer.pending:
+                    continue  # media decode after the text, one by one: the result, and the final update, follow
                 shown = now
                 # The box is already empty and locked: an empty value, not gr.skip(), which Gradio 6 handles as a
                 # property update, rebuilding the component and its API schema each time (3 ms against 0.5 ms).
@@ -201,7 +206,7 @@ def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
         finally:
             events.close()  # a cancelled turn stops generation at its next step
             _poll_every(demo, settings.queue_poll_s)
-        yield history + answer.messages(), gr.MultimodalTextbox(value=None, interactive=True)
+        yield history + answer.messages(), None
 
     run_turn = _gpu(run_turn)
 
@@ -222,9 +227,9 @@ def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
         for message, output in scripted_turns(service.config.name):
             last = list(history)
             for last, _ in run_turn(message, history, output, *settings_values):
-                yield last, gr.skip()
+                yield last, None
             history = last
-        yield history, gr.MultimodalTextbox(value=None, interactive=True)
+        yield history, None
 
     def export(history):
         return gr.DownloadButton(value=export_zip(history), visible=True)
@@ -296,6 +301,11 @@ def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
         scripted = demo_btn.click(script, [chatbot, output, *settings_inputs], [chatbot, textbox],
                                   api_visibility="undocumented", **model_events)
         running = [turn, again, edited, scripted]
+        # The box unlocks in its own quick event after a turn, as gr.ChatInterface does: a property update inside
+        # the turn rebuilds the component on the turn's time (3 ms). (It locks in the turn's first update: a lock
+        # of its own could land after this unlock.)
+        for event in running:
+            event.then(_unlock, None, textbox, queue=False, api_visibility="undocumented")
         stop.click(lambda: gr.MultimodalTextbox(interactive=True), None, textbox, cancels=running, queue=False,
                    api_visibility="undocumented")
         chatbot.undo(undo, chatbot, [chatbot, textbox], api_visibility="undocumented", queue=False)
@@ -303,6 +313,10 @@ def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
                     queue=False, api_visibility="undocumented")
         export_btn.click(export, chatbot, download, api_visibility="undocumented")
     return configure_queue(demo, settings)
+
+
+def _unlock():
+    return gr.MultimodalTextbox(interactive=True)
 
 
 def configure_queue(blocks: gr.Blocks, settings: AppSettings) -> gr.Blocks:
