@@ -306,8 +306,7 @@ def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
         # of its own could land after this unlock.)
         for event in running:
             event.then(_unlock, None, textbox, queue=False, api_visibility="undocumented")
-        stop.click(lambda: gr.MultimodalTextbox(interactive=True), None, textbox, cancels=running, queue=False,
-                   api_visibility="undocumented")
+        stop.click(_unlock, None, textbox, cancels=running, queue=False, api_visibility="undocumented")
         chatbot.undo(undo, chatbot, [chatbot, textbox], api_visibility="undocumented", queue=False)
         clear.click(lambda: ([], gr.DownloadButton(visible=False)), None, [chatbot, download], cancels=running,
                     queue=False, api_visibility="undocumented")

@@ -163,10 +163,10 @@ def test_dialogues_follow_the_schema_and_make_sense(worlds):
                     media.append((turn["from"], m, turn["value"]))
             assert {(m["modality"], m["name"]) for _, m, _ in media} == listed
             for role, m, value in media:  # whatever gpt says after a media item names its attributes
+                a = attrs[(m["modality"], m["name"])]
                 if role == "gpt" and value[m["at"]:].strip():
                     found = caption_attributes(value[m["at"]:])
-                    assert all(found.get(k) == v for k, v in attrs[(m["modality"], m["name"])].items()), value
-                a = attrs[(m["modality"], m["name"])]
+                    assert all(found.get(k) == v for k, v in a.items()), value
                 if role == "gpt" and a.get("shape") and a["shape"] in value[: m["at"]]:
                     # named before the item as captions name it: LLM-nano never learnt to fill "the <colour> ___"
                     assert f"a {a['colour']} {a['shape']}:" in value[: m["at"]], value
