@@ -6,6 +6,8 @@ media before a turn starts (so a bad upload fails before anything is shown), and
 
 from __future__ import annotations
 
+import ctypes
+import threading
 import unicodedata
 from dataclasses import dataclass
 from typing import Iterator
@@ -26,6 +28,7 @@ class ChatService:
     def __init__(self, model, limits: ServiceLimits | None = None):
         self.model = model
         self.limits = limits or ServiceLimits(MediaLimits())
+        self._libc = _glibc()
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, limits: ServiceLimits | None = None, **kwargs) -> "ChatService":
@@ -72,4 +75,22 @@ class ChatService:
 
     def chat(self, messages: list[Message], **options) -> Iterator:
         """`NextGPT.chat` over the recent context (the model runs one request at a time)."""
-        yield from self.model.chat(self.context(messages), **options)
+        try:
+            yield from self.model.chat(self.context(messages), **options)
+        finally:
+            self._return_free_memory()
+
+    def _return_free_memory(self) -> None:
+        """glibc keeps the pages a turn freed, so a long-lived server's RSS creeps up with fragmentation (+10% over
+        80 turns in the soak test, half of it free pages). Hand them back after each turn, in a thread of its own:
+        ctypes releases the GIL, so the turn's last update is not held up."""
+        if self._libc is not None:
+            threading.Thread(target=self._libc.malloc_trim, args=(0,), daemon=True).start()
+
+
+def _glibc():
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:  # not glibc (macOS, Windows, musl): nothing to do
+        return None

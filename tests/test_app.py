@@ -10,8 +10,8 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-
 from app_helpers import ARTIFACTS, _files, _text, resend
+from nextgpt.conversation import Message
 
 
 
@@ -77,6 +77,27 @@ def test_queue_polls_rarely_while_a_turn_generates(app, client, monkeypatch):
     client.predict({"text": "Show me a picture.", "files": []}, [], "text", 0, api_name="/chat")
     assert seen and set(seen) == {AppSettings().queue_poll_busy_s}
     assert demo._queue.sleep_when_free == AppSettings().queue_poll_s  # idle again: a new turn starts at once
+
+
+def test_each_turn_hands_free_heap_back(app, client, monkeypatch):
+    """The soak's RSS creep is mostly pages glibc keeps after a turn frees them: the service trims after each turn,
+    a cancelled one included."""
+    _, service = app
+    trimmed = threading.Event()
+
+    class Libc:
+        def malloc_trim(self, pad):
+            trimmed.set()
+            return 1
+
+    monkeypatch.setattr(service, "_libc", Libc())
+    client.predict({"text": "Show me a picture.", "files": []}, [], "text", 0, api_name="/chat")
+    assert trimmed.wait(5)
+    trimmed.clear()
+    events = service.chat([Message("user", ["Hello."])], seed=0, output="text")
+    next(events)
+    events.close()  # a turn left early (Stop, a disconnect) trims too
+    assert trimmed.wait(5)
 
 
 @pytest.mark.parametrize("modality", ["image", "video", "audio"])
