@@ -223,7 +223,8 @@ def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
         return before, gr.MultimodalTextbox(value=message, interactive=True)
 
     def script(history, *settings_values):
-        """A scripted multi-turn conversation for presenters: each turn runs on the answer before it."""
+        """A scripted multi-turn conversation for presenters: each turn runs on the answer before it, with the output
+        its script gives (the Output radio is not an input here)."""
         for message, output in scripted_turns(service.config.name):
             last = list(history)
             for last, _ in run_turn(message, history, output, *settings_values):
@@ -298,7 +299,7 @@ def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
                               api_visibility="undocumented", **model_events)
         edited = chatbot.edit(edit, [chatbot, output, *settings_inputs], [chatbot, textbox],
                               api_visibility="undocumented", **model_events)
-        scripted = demo_btn.click(script, [chatbot, output, *settings_inputs], [chatbot, textbox],
+        scripted = demo_btn.click(script, [chatbot, *settings_inputs], [chatbot, textbox],
                                   api_visibility="undocumented", **model_events)
         running = [turn, again, edited, scripted]
         # The box unlocks in its own quick event after a turn, as gr.ChatInterface does: a property update inside

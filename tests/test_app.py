@@ -100,6 +100,19 @@ def test_each_turn_hands_free_heap_back(app, client, monkeypatch):
     assert trimmed.wait(5)
 
 
+def test_scripted_demo_runs_its_turns(app, client):
+    """The presenters' button: each scripted turn runs with its own output, on the answer before it."""
+    from demo.examples import scripted_turns
+
+    demo, service = app
+    script = next(fn for fn in demo.fns.values() if fn.name == "script")
+    defaults = [block.value for block in script.inputs[1:]]  # the settings as the page starts
+    history, _ = client.predict([], *defaults, api_name="/script")
+    asked = [part["text"] for m in history if m["role"] == "user" for part in m["content"] if part["type"] == "text"]
+    assert asked == [message["text"] for message, _ in scripted_turns(service.config.name)]
+    assert [Path(f).suffix for f in _files(history)] == [".png", ".png", ".wav"], history
+
+
 @pytest.mark.parametrize("modality", ["image", "video", "audio"])
 def test_each_output_modality_returns_a_file(client, modality):
     history, _ = client.predict({"text": f"Make me a {modality}.", "files": []}, [], modality, 1, api_name="/chat")
