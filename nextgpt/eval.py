@@ -8,6 +8,9 @@
   to "which way does it move?" does not make the shape required; a wrong shape still fails the turn);
 - routing: the modalities the model generated equal the ones the reference answer has (none for text);
 - multi-turn edits: the last turn of an edit dialogue is right in every attribute.
+`talk`: the dialogues of `nextgpt.nano.talk` (free wording, conversations, outside the world), one row per move and
+phrasing split (in-distribution wording / held-out wording), plus uploads as people make them, answers outside the
+world, and whether the text names what the media show.
 `parts`: the frozen nano parts on their own (ImageBind-nano retrieval, each decoder from caption strings).
 """
 
@@ -140,6 +143,105 @@ def evaluate_model(model, world: str | Path, split: str = "test", limit: int | N
     }
 
 
+TALK_MOVES = {
+    "t2i": "text -> image", "t2v": "text -> video", "t2a": "text -> audio", "i2t": "image -> text",
+    "v2t": "video -> text", "a2t": "audio -> text", "cross": "X -> Y (media -> other media)",
+    "own_question": "question about its own output", "upload_question": "question about an earlier upload",
+    "edit": "edit by reference", "correct": "correction", "two_media": "two media in one answer",
+    "switch": "new request in a conversation", "outside": "out-of-world request (text, no media)",
+    "foreign_upload": "out-of-world upload recognised",
+}
+
+
+def evaluate_talk(model, world: str | Path, split: str = "test", limit: int | None = None, seed: int = 0,
+                  log=print) -> dict:
+    """The talk dialogues turn by turn, as `evaluate_model` runs the world's; each gpt turn is scored by its kind:
+    media (routing, every attribute read by the oracles, and the text naming only what the media show), answer
+    (no media; the asked attributes named right, of the upload or of what the model itself made), capability and
+    upload (no media, and the text says what the model can do / that the upload is not from its world)."""
+    from .nano import oracles, talk
+
+    world = Path(world)
+    dialogues = json.loads((world / split / "talk.json").read_text())[:limit]
+    folders = _folders(world)
+    rows: dict[str, list[float]] = defaultdict(list)
+    routing: dict[str, list[float]] = defaultdict(list)
+    failures = []
+    for n, d in enumerate(dialogues):
+        attrs = {it[f"{m}_name"]: it.get("attributes") for m in MODALITIES for it in d.get(f"{m}_list", [])}
+        phrasing = "held-out" if d.get("phrasing") == "held_out" else "in"
+        history: list[Message] = []
+        generated: dict[str, str] = {}  # a reference item's name -> the file the model made in its place
+        for k, turn in enumerate(d["conversation"]):
+            if turn["from"] == "human":
+                parts = [Media(m["modality"], str(folders[m["modality"]] / m["name"])) for m in turn["media"]]
+                history.append(Message("user", [*parts, turn["value"]]))
+                continue
+            result = model.generate(history, seed=seed, output="auto")
+            made = {x.modality: x.path for x in result.media}
+            wanted = {m["modality"] for m in turn["media"]}
+            move = turn["move"]
+            upload = [m["name"] for t in d["conversation"][k - 1:k] for m in t["media"]]
+            keys = [move if len(move) == 3 and "t" in move else "cross" if len(move) == 3 else move]
+            if move.startswith("t2") and k > 1:
+                keys.append("switch")
+            if upload and (move in ("i2t", "v2t", "a2t") or (len(move) == 3 and "t" not in move)):
+                keys.append("uploads as made by people" if upload[0].startswith("talk_") else "uploads as rendered")
+            ok = set(made) == wanted
+            for key in keys:
+                routing[f"{key} [{phrasing}]"].append(float(ok))
+            got = {}
+            if turn["kind"] == "media":
+                for m in turn["media"]:
+                    if m["modality"] in made:
+                        read = read_media(m["modality"], made[m["modality"]])
+                        truth = attrs[m["name"]]
+                        got[m["name"]] = read
+                        ok = ok and all(read.get(a) == truth[a] for a in OUTPUT_ATTRIBUTES[m["modality"]])
+                        generated[m["name"]] = made[m["modality"]]
+                if len(made) == 1:
+                    (m, path), = made.items()
+                    said = {a: v for a, v in oracles.caption_attributes(result.text).items()
+                            if a in OUTPUT_ATTRIBUTES[m]}
+                    read = next(iter(got.values()), None) or read_media(m, path)
+                    rows["text names what the media show"].append(float(all(read.get(a) == v
+                                                                             for a, v in said.items())))
+            elif turn["kind"] == "answer":
+                about = turn["about"]
+                truth = attrs[about] if about not in generated else read_media(
+                    {"png": "image", "mp4": "video", "wav": "audio"}[generated[about].rsplit(".", 1)[1]],
+                    generated[about])
+                said = oracles.caption_attributes(result.text)
+                ok = ok and all(said.get(a) == truth.get(a) for a in turn["asks"]) and all(
+                    truth.get(a) in (None, v) for a, v in said.items())
+                got = said
+            else:
+                mark = talk.CAPABILITY_MARK if turn["kind"] == "capability" else talk.UPLOAD_MARK
+                ok = ok and mark.lower() in result.text.lower()
+            for key in keys:
+                rows[f"{key} [{phrasing}]"].append(float(ok))
+            if not ok:
+                failures.append({"dialogue": d["id"], "move": move, "asked": history[-1].text, "answer": result.text,
+                                 "made": sorted(made), "expected": turn["value"], "got": got})
+            history.append(Message("assistant", [result.text, *[Media(x.modality, x.path) for x in result.media]]))
+        if log and (n + 1) % 20 == 0:
+            log(f"{n + 1}/{len(dialogues)} dialogues")
+    mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
+    return {"split": split, "dialogues": len(dialogues),
+            "rows": {k: {"turns": len(v), "all_correct": mean(v), "routing": mean(routing.get(k, []))}
+                     for k, v in sorted(rows.items())},
+            "failures": failures}
+
+
+def format_talk_table(r: dict) -> str:
+    lines = [f"{'row':58s} {'turns':>5s} {'all right':>9s} {'routing':>8s}", "-" * 84]
+    for key, row in r["rows"].items():
+        name, _, phrasing = key.partition(" [")
+        label = f"{TALK_MOVES.get(name, name)} [{phrasing}" if phrasing else name
+        lines.append(f"{label:58s} {row['turns']:5d} {row['all_correct']:9.1%} {row['routing']:8.1%}")
+    return "\n".join(lines)
+
+
 def format_model_table(r: dict) -> str:
     lines = [f"{'direction':32s} {'turns':>5s} {'all right':>9s}   attributes", "-" * 90]
     for task, row in r["tasks"].items():
@@ -266,6 +368,13 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--out", help="keep the generated media here")
     m.add_argument("--json", action="store_true")
+    t = sub.add_parser("talk", help="free wording, conversations and the world's edges (nextgpt.nano.talk)")
+    t.add_argument("--model", default="nano")
+    t.add_argument("--world", default="data/nano-world-8k")
+    t.add_argument("--split", default="test")
+    t.add_argument("--limit", type=int, help="the first N dialogues")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--json", action="store_true")
     parts = sub.add_parser("parts", help="the frozen nano parts")
     parts.add_argument("--folder", default="assets/nano")
     parts.add_argument("--world", default="data/nano-world")
@@ -282,6 +391,12 @@ def main(argv: list[str] | None = None) -> int:
 
         examples = Path(__file__).resolve().parents[1] / "assets" / "examples"
         print(render_grid(NextGPT.from_pretrained(a.model), a.out, examples, a.seed))
+    elif a.what == "talk":
+        from .model import NextGPT
+
+        r = evaluate_talk(NextGPT.from_pretrained(a.model), a.world, a.split, a.limit, a.seed,
+                          log=None if a.json else print)
+        print(json.dumps(r, indent=2) if a.json else format_talk_table(r))
     elif a.what == "model":
         from .model import NextGPT
 

@@ -381,7 +381,7 @@ def load_video(path, limits: MediaLimits | None = None) -> torch.Tensor:
                 last["frame"], last["index"] = frame, index
                 return frame
 
-            clips = []
+            spans = []
             for start, end in _clip_spans(duration, VIDEO_CLIP_S, VIDEO_CLIPS):
                 # EncodedVideoDecord.get_clip: frames [ceil(fps*start), min(ceil(fps*end), N)); then
                 # UniformTemporalSubsample(2) keeps the first and the last of them.
@@ -389,8 +389,12 @@ def load_video(path, limits: MediaLimits | None = None) -> torch.Tensor:
                 i1 = max(min(math.ceil(fps * end), n_frames), i0 + 1)
                 t = i1 - i0
                 picks = torch.linspace(0, t - 1, VIDEO_FRAMES_PER_CLIP).clamp(0, t - 1).long().tolist()
-                frames = np.stack([frame_at(i0 + k)[..., :3] for k in picks])  # (T, H, W, 3) uint8
-                clips.append(torch.from_numpy(frames).float().permute(3, 0, 1, 2))  # (C, T, H, W)
+                spans.append([i0 + k for k in picks])
+            # Each frame once, in order: a backward seek restarts moviepy's ffmpeg reader, and short videos' clips
+            # all ask for the same frames.
+            frames = {i: frame_at(i)[..., :3] for i in sorted({i for span in spans for i in span})}
+            clips = [torch.from_numpy(np.stack([frames[i] for i in span])).float().permute(3, 0, 1, 2)
+                     for span in spans]  # (C, T, H, W)
         except MediaError:
             raise
         except Exception as e:

@@ -89,8 +89,10 @@ def stage2_example(pair: dict, rng: random.Random) -> list[Piece]:
             Text(" " + rng.choice(REPLY), target=True), Run(m, caption), Text(TURN_END, target=True)]
 
 
-def read_dialogues(root: str | Path, split: str = "train") -> list[dict]:
-    return json.loads((Path(root) / split / "dialogues.json").read_text())
+def read_dialogues(root: str | Path, split: str = "train", files: str = "dialogues.json") -> list[dict]:
+    """The dialogues of `root/{split}/`, from each of the comma-separated `files` (the nano world writes
+    `dialogues.json`, and `nextgpt.nano.talk` adds `talk.json`)."""
+    return [d for name in files.split(",") if name for d in json.loads((Path(root) / split / name).read_text())]
 
 
 def _media_index(dialogue: dict, root: Path) -> dict[str, tuple[str, str, str]]:

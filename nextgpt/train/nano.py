@@ -13,7 +13,9 @@ explains its recipe):
     image    python -m nextgpt.train.nano_image        SD-nano (its text encoder and VAE serve the video part too)
     video    python -m nextgpt.train.nano_video        Zeroscope-nano
     audio    python -m nextgpt.train.nano_audio        AudioLDM-nano
-    model    python -m nextgpt.train.nano_model        stages 1-3 on the parts above -> assets/nano
+    world8k  python -m nextgpt.nano.world data/nano-world-8k --seed 0 --dialogues 8000 --questions 12000
+    talk     python -m nextgpt.nano.talk data/nano-world-8k --seed 0     free wording, conversations, edges
+    model    python -m nextgpt.train.nano_model        stages 1-4 on the parts above -> assets/nano
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ PARTS = {
     "image": ("nextgpt.train.nano_image", []),
     "video": ("nextgpt.train.nano_video", []),
     "audio": ("nextgpt.train.nano_audio", []),
+    "world8k": ("nextgpt.nano.world", ["data/nano-world-8k", "--seed", "0", "--dialogues", "8000",
+                                       "--questions", "12000"]),
+    "talk": ("nextgpt.nano.talk", ["data/nano-world-8k", "--seed", "0"]),
     "model": ("nextgpt.train.nano_model", []),
 }
 

@@ -1,12 +1,16 @@
 """NExT-GPT nano, part 2: the frozen nano parts assembled into one NExT-GPT and aligned through its three stages.
 
     python -m nextgpt.nano.world data/nano-world-8k --seed 0 --dialogues 8000 --questions 12000
-    python -m nextgpt.train.nano_model [--parts assets/nano] [--world data/nano-world-8k] [--only 1|2|3]
+    python -m nextgpt.nano.talk data/nano-world-8k --seed 0
+    python -m nextgpt.train.nano_model [--parts assets/nano] [--world data/nano-world-8k] [--only 1|2|3|4]
 
 The parts folder holds what part 1 trained (`encoder/`, `llm/`, `image_decoder/`, `video_decoder/`,
 `audio_decoder/`); this script writes the trained NExT-GPT beside them (`config.json`, `nextgpt.safetensors`,
 the tokenizer with the signal tokens), so the folder is the whole shipped model. Each stage resumes from
-`runs/nano-stages/stage<N>/` if a session ended mid-way.
+`runs/nano-stages/stage<N>/` if a session ended mid-way. Stage 4 is a second instruction-tuning run (stage 3's
+kind) on the world's dialogues together with `talk.json`: free wording, conversations, and honest answers outside
+the world (`nextgpt.nano.talk`). `--start FOLDER` starts the chosen stage from a model folder instead of the
+previous stage's output (the shipped folder is stage 4's input and output when only stage 4 runs).
 """
 
 from __future__ import annotations
@@ -33,20 +37,24 @@ class NanoStages:
     images, videos and sounds when asked to describe them.
     """
 
-    steps: dict[int, int] = field(default_factory=lambda: {1: 4000, 2: 3000, 3: 16000})
-    batch_size: dict[int, int] = field(default_factory=lambda: {1: 16, 2: 16, 3: 10})
-    lr: dict[int, float] = field(default_factory=lambda: {1: 1e-3, 2: 1e-3, 3: 3e-4})
-    lora: dict[int, bool] = field(default_factory=lambda: {1: True, 2: False, 3: True})
+    kind: dict[int, int] = field(default_factory=lambda: {1: 1, 2: 2, 3: 3, 4: 3})  # which of the three stages
+    steps: dict[int, int] = field(default_factory=lambda: {1: 4000, 2: 3000, 3: 16000, 4: 8000})
+    batch_size: dict[int, int] = field(default_factory=lambda: {1: 16, 2: 16, 3: 10, 4: 10})
+    lr: dict[int, float] = field(default_factory=lambda: {1: 1e-3, 2: 1e-3, 3: 3e-4, 4: 3e-4})
+    lora: dict[int, bool] = field(default_factory=lambda: {1: True, 2: False, 3: True, 4: True})
     # In stage 3, 2 of each 10 examples are T_X pairs (as the official stage 3 blended its T2X sets in), and the
     # rare X -> video dialogues repeat, so the video projector learns to carry a shape read from other media.
-    pair_mix: dict[int, float] = field(default_factory=lambda: {1: 0.0, 2: 0.0, 3: 0.2})
-    repeat_tasks: dict[int, str] = field(default_factory=lambda: {1: "", 2: "", 3: "i2v=6,a2v=6,t2v=2"})
+    pair_mix: dict[int, float] = field(default_factory=lambda: {1: 0.0, 2: 0.0, 3: 0.2, 4: 0.1})
+    repeat_tasks: dict[int, str] = field(default_factory=lambda: {1: "", 2: "", 3: "i2v=6,a2v=6,t2v=2", 4: ""})
+    # Stage 4 adds the talk dialogues to the world's: about 60% of its examples are theirs.
+    dialogues: dict[int, str] = field(default_factory=lambda: {1: "", 2: "", 3: "dialogues.json",
+                                                                4: "dialogues.json,talk.json"})
     # Stage 3 widens the LoRA, computing the same function (`widen_lora`), from r=8 on attention to r=32 on every
     # linear layer, as the official new code's `find_all_linear_names` does: with r=8 on attention alone, LLM-nano
     # named the wrong shape in a third of its image -> video and audio -> video answers.
     lora_config: dict[int, LoRAConfig | None] = field(default_factory=lambda: {1: None, 2: None, 3: LoRAConfig(
         r=32, alpha=64, dropout=0.05,
-        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])})
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]), 4: None})
 
 
 def nano_config(parts: Path) -> NextGPTConfig:
@@ -90,29 +98,33 @@ def main(argv=None) -> None:
     p.add_argument("--parts", default="assets/nano")
     p.add_argument("--world", default="data/nano-world-8k")
     p.add_argument("--runs", default="runs/nano-stages")
-    p.add_argument("--only", type=int, choices=(1, 2, 3), help="run one stage (its input: the previous output)")
-    p.add_argument("--no-ship", action="store_true", help="keep stage 3's output in the runs folder only")
+    p.add_argument("--only", type=int, choices=(1, 2, 3, 4), help="run one stage (its input: the previous output)")
+    p.add_argument("--start", help="a model folder to start the first stage run from, instead of its input")
+    p.add_argument("--no-ship", action="store_true", help="keep stage 4's output in the runs folder only")
     a = p.parse_args(argv)
     runs, plan = Path(a.runs), NanoStages()
     init = runs / "init"
     init.mkdir(parents=True, exist_ok=True)
     nano_config(Path(a.parts)).save(init / "config.json")
     source = str(init)
-    for stage in (1, 2, 3):
+    for stage in (1, 2, 3, 4):
         out = runs / f"stage{stage}" / "model"
         if a.only and stage != a.only:
             source = str(out)
             continue
+        if a.start:
+            source, a.start = a.start, None
         if plan.lora_config[stage] is not None:
             source = _widened(source, plan.lora_config[stage], runs / f"stage{stage}" / "widened")
         model = train(StageConfig(
-            stage=stage, model=source, data=a.world, out=str(out), run=str(runs / f"stage{stage}"),
+            stage=plan.kind[stage], model=source, data=a.world, out=str(out), run=str(runs / f"stage{stage}"),
             steps=plan.steps[stage], batch_size=plan.batch_size[stage], lr=plan.lr[stage], warmup=100,
             features=str(runs / "features"), lora=plan.lora[stage],
             pair_mix=plan.pair_mix[stage], repeat_tasks=plan.repeat_tasks[stage],
+            dialogues=plan.dialogues[stage] or "dialogues.json",
         ))
         source = str(out)
-        if stage == 3 and not a.no_ship:
+        if stage == 4 and not a.no_ship:
             model.save_pretrained(a.parts, components=False)  # the shipped folder: parts + config + trained weights
 
 

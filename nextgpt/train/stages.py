@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -61,6 +63,8 @@ class StageConfig:
     # Stage 3: repeat the dialogues of these tasks ("i2v=3,a2v=3": three times each) by their "task" field, which
     # the nano world writes (official MosIT dialogues have none, and are not repeated).
     repeat_tasks: str = ""
+    # Stage 3: the dialogue files under `{data}/train/`, comma-separated.
+    dialogues: str = "dialogues.json"
 
 
 # --- what trains in each stage -----------------------------------------------------------------------------------
@@ -127,7 +131,7 @@ def build_examples(cfg: StageConfig) -> tuple[list[list[data.Piece]], list[list[
         examples = [make(p, rng) for p in data.read_pairs(cfg.data, cfg.modalities)]
     else:
         repeats = {task: int(n) for task, n in (kv.split("=") for kv in cfg.repeat_tasks.split(",") if kv)}
-        examples = [ex for d in data.read_dialogues(cfg.data) for ex in data.stage3_examples(d, cfg.data)
+        examples = [ex for d in data.read_dialogues(cfg.data, files=cfg.dialogues) for ex in data.stage3_examples(d, cfg.data)
                     for _ in range(repeats.get(d.get("task"), 1))]
     if not examples:
         raise ValueError(f"no training data for stage {cfg.stage} under {cfg.data}")
@@ -163,18 +167,27 @@ class FeatureStore:
         runs = {(p.modality, p.caption) for ex in examples for p in ex if isinstance(p, data.Run)}
         todo_slots = sorted(s for s in slots if "media/" + _key(s[1]) not in stored)
         todo_runs = sorted(r for r in runs if f"cond/{r[0]}/" + _key(r[1]) not in stored)
+        saved = time.monotonic()
         for i in range(0, len(todo_slots), 32):
             chunk = todo_slots[i : i + 32]
             feats = model.encoder.encode([Media(m, p) for m, p in chunk]).float().cpu()
             stored.update({"media/" + _key(p): f for (_, p), f in zip(chunk, feats)})
+            if time.monotonic() - saved > 300:  # encoding many videos takes long: a stopped run keeps its work
+                self._save(stored)
+                saved = time.monotonic()
         for m in {r[0] for r in todo_runs}:
             captions = [c for mm, c in todo_runs if mm == m]
             for i in range(0, len(captions), 64):
                 cond = model.decoders.text_condition(m, captions[i : i + 64])
                 stored.update({f"cond/{m}/" + _key(c): t for c, t in zip(captions[i : i + 64], cond)})
         if todo_slots or todo_runs:
-            save_file({k: v.contiguous() for k, v in stored.items()}, str(self.path))
+            self._save(stored)
         self.tensors = stored
+
+    def _save(self, stored: dict) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        save_file({k: v.contiguous() for k, v in stored.items()}, str(tmp))
+        os.replace(tmp, self.path)
 
     @staticmethod
     def fingerprint(model: NextGPT) -> str:

@@ -1,0 +1,994 @@
+"""How people talk to NExT-GPT nano: a broad grammar of requests and questions, conversations, honest answers outside
+the world, and uploads as people make them. It adds to a world written by `nextgpt.nano.world`.
+
+    python -m nextgpt.nano.talk data/nano-world-8k --seed 0
+
+What it adds
+------------
+* **Language.** Requests, questions and cross-modal asks are built from parts (filler and politeness, a verb frame,
+  an object phrase whose attribute words come in many forms and orders), then roughened (lower case, no final
+  punctuation, small typos). Every table has a `train` and a `held_out` side: the held-out verb frames, object
+  orders and attribute phrases appear only in the `heldout` test dialogues, so that split measures phrasings (whole
+  templates and their combinations) the model never trained on. Answers keep one plain style and always name what
+  they make before the item ("Here is a red star on the left:"), so the text and the media agree.
+* **Conversation.** Dialogues of 1-6 turns mixing new requests for another medium, questions about what the model
+  just made (answered in text, no media), edits of an earlier item by reference ("the first one", "the video",
+  "that sound"), two media in one answer, corrections ("no, I meant a square"), uploads, and new topics.
+* **Honesty.** Requests outside the world (other objects, colours or shapes, several objects, general knowledge,
+  chit-chat, "who are you?") get a short text that says what the model can do (it always contains
+  `CAPABILITY_MARK`), and no media. Uploads that are not from the world (photo-like textures, noise, scenes with
+  several shapes; noise, babble, chords and melodies; such videos) get a text saying so (`UPLOAD_MARK`).
+* **Uploads as people make them.** World items rendered at other sizes and aspects, on white, grey or tinted
+  backgrounds, off-centre, as PNG or JPEG; sounds at other sample rates, mono or stereo, pure sines or richer
+  timbres, other loudness, lengths and beep rates; videos at other sizes, frame rates and lengths.
+
+Files: `{split}/talk.json` (dialogues in the world's schema; each `*_list` entry also carries its item's
+`attributes`, and each gpt turn a `kind`: media / answer / capability / upload, plus `asks` for answers), media under
+the world's `images/`, `videos/`, `audios/` named `talk_*`. Generated items that the conversation refers back to are
+the world's own pair items of the same attributes (the decoders' outputs look like them). Test dialogues are in two
+phrasing splits, `"phrasing": "in"` and `"held_out"`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from . import world as W
+
+MODALITIES = ("image", "video", "audio")
+CAPABILITY_MARK = "I only know"
+UPLOAD_MARK = "not from my world"
+CAPABILITIES = ("I only know single shapes: circles, squares, triangles and stars, in red, yellow, green, cyan, "
+                "blue or purple. I can draw one on the left, in the centre or on the right, animate it moving left, "
+                "right, up or down, play the note of its colour as a steady or beeping tone, and describe such "
+                "pictures, videos and sounds.")
+
+# --- grammar ---------------------------------------------------------------------------------------------------
+# Each table is {"train": (...), "held_out": (...)}; the in-distribution side draws from train only.
+
+SHAPE_WORDS = {"circle": ("circle", "circle", "disc", "dot", "round shape"), "square": ("square", "square", "box"),
+               "triangle": ("triangle",), "star": ("star",)}
+POSITION_WORDS = {
+    "left": {"train": ("on the left", "at the left", "on the left side", "on the left-hand side", "in the left third",
+                       "to the left", "left side", "over on the left", "in the left part", "at the left edge"),
+             "held_out": ("on the left of the frame", "towards the left", "at the left of the picture")},
+    "centre": {"train": ("in the centre", "in the center", "in the middle", "centred", "centered", "at the centre",
+                         "in the middle of the frame", "in the central third", "at the center"),
+               "held_out": ("in the very middle", "at the centre of the picture", "dead centre")},
+    "right": {"train": ("on the right", "at the right", "on the right side", "on the right-hand side",
+                        "in the right third", "to the right", "right side", "over on the right", "in the right part",
+                        "at the right edge"),
+              "held_out": ("on the right of the frame", "towards the right", "at the right of the picture")},
+}
+MOVE_WORDS = {
+    "left": {"train": ("moving left", "moving to the left", "going left", "heading left", "sliding left",
+                       "travelling leftwards", "drifting left", "moving leftwards", "from right to left",
+                       "that moves left", "that goes to the left"),
+             "held_out": ("heading to the left", "gliding left", "that travels left")},
+    "right": {"train": ("moving right", "moving to the right", "going right", "heading right", "sliding right",
+                        "travelling rightwards", "drifting right", "moving rightwards", "from left to right",
+                        "that moves right", "that goes to the right"),
+              "held_out": ("heading to the right", "gliding right", "that travels right")},
+    "up": {"train": ("moving up", "moving upwards", "going up", "rising", "floating up", "climbing", "heading up",
+                     "from bottom to top", "that rises", "that moves up", "flying up"),
+           "held_out": ("drifting upwards", "gliding up", "that goes up")},
+    "down": {"train": ("moving down", "moving downwards", "going down", "falling", "sinking", "dropping",
+                       "descending", "from top to bottom", "that falls", "that moves down", "heading down"),
+             "held_out": ("drifting downwards", "gliding down", "that goes down")},
+}
+RHYTHM_ADJ = {"steady": {"train": ("steady", "continuous", "constant", "sustained", "long", "unbroken", "smooth"),
+                         "held_out": ("even", "uninterrupted")},
+              "beeping": {"train": ("beeping", "pulsing", "intermittent", "pulsed", "staccato", "choppy", "repeating"),
+                          "held_out": ("stuttering", "pulsating")}}
+RHYTHM_ADV = {"steady": {"train": ("held steadily", "without breaks", "continuously", "steadily", "as one long tone",
+                                   "constantly", "without stopping"),
+                         "held_out": ("held without a break", "nice and steady")},
+              "beeping": {"train": ("on and off", "in short beeps", "as beeps", "in pulses", "intermittently",
+                                    "beeping", "pulsing"),
+                          "held_out": ("as a series of beeps", "in little pulses")}}
+MEDIUM_NOUNS = {"image": {"train": ("picture", "image", "drawing", "painting", "sketch", "illustration", "pic"),
+                          "held_out": ("artwork", "still image")},
+                "video": {"train": ("video", "clip", "animation", "movie", "footage", "short video", "gif"),
+                          "held_out": ("short film", "video clip")},
+                "audio": {"train": ("sound", "tone", "note", "beep", "audio", "sound clip", "hum"),
+                          "held_out": ("noise", "audio clip")}}
+# Object phrases. {a} article, {c} colour, {s} shape word, {pos} position, {dir} motion, {r} rhythm adjective,
+# {rr} rhythm adverb.
+OBJECTS = {
+    "image": {"train": ("{a} {c} {s} {pos}", "{a} {s} in {c} {pos}", "{a} {c} {s}, {pos}", "{a} {s} coloured {c} {pos}",
+                        "{pos}, {a} {c} {s}", "{a} {c}-coloured {s} {pos}", "{a} {s} that is {c}, {pos}",
+                        "{a} {c} {s} placed {pos}", "{a} {s} colored {c} {pos}"),
+              "held_out": ("{a} {s}, {c}, {pos}", "{a} {s} {pos}, coloured {c}", "{a} {c} {s} sitting {pos}")},
+    "video": {"train": ("{a} {c} {s} {dir}", "{a} {s} in {c} {dir}", "{a} {c} {s}, {dir}", "{a} {s} coloured {c} {dir}",
+                        "{a} {c} {s} that keeps {dir}", "{a} {c}-coloured {s} {dir}", "{a} {s} that is {c}, {dir}"),
+              "held_out": ("{a} {s}, {c}, {dir}", "{a} {s} {dir}, coloured {c}")},
+    "audio": {"train": ("{a} {r} {c} tone", "{a} {r} tone of {c}", "the {c} note, {rr}", "the note of {c} {rr}",
+                        "the sound of {c}, {rr}", "{a} {c} note that is {r}", "{a} {r} sound at the pitch of {c}",
+                        "the tone of {c} {rr}", "{a} {r} {c} note", "{c}'s note, {rr}", "the {c} tone, {r}"),
+              "held_out": ("{a} {c} tone, {r}", "the pitch of {c} {rr}", "{a} {r} note of {c}")},
+}
+# Verb frames: {o} the object phrase, {n} a medium noun with its article ("a picture").
+FRAMES = {
+    "image": {"train": ("draw {o}", "sketch {o}", "paint {o}", "show me {o}", "make {n} of {o}", "create {n} of {o}",
+                        "generate {n} of {o}", "render {o}", "give me {n} of {o}", "i want to see {o}",
+                        "can i see {o}", "illustrate {o}", "picture this: {o}", "{n} of {o}", "i'd like {n} of {o}",
+                        "draw me {o}", "i need {n} of {o}", "make {o}", "produce {n} with {o}", "show {o}"),
+              "held_out": ("let me see {o}", "i'd love {n} showing {o}", "could i get {n} with {o}",
+                           "put {o} in {n}")},
+    "video": {"train": ("make {n} of {o}", "animate {o}", "show me {n} of {o}", "create {n} of {o}", "film {o}",
+                        "generate {n} of {o}", "render {n} of {o}", "i want {n} of {o}", "{n} of {o}",
+                        "show me {o}", "i'd like to watch {o}", "record {o}", "make {o}", "give me {n} of {o}",
+                        "i need {n} of {o}"),
+              "held_out": ("let me watch {o}", "could i get {n} showing {o}", "put {o} in {n}")},
+    "audio": {"train": ("play {o}", "let me hear {o}", "sound {o}", "hum {o}", "give me {o}", "i want to hear {o}",
+                        "can i hear {o}", "make {o}", "generate {o}", "create {o}", "produce {o}",
+                        "make {n}: {o}", "i'd like {n}: {o}", "play me {o}"),
+              "held_out": ("i'd love to hear {o}", "could i get {o}", "let's hear {o}")},
+}
+PREFIXES = ("", "", "", "please ", "can you ", "could you ", "would you ", "hey, ", "hi! ", "ok, ", "now ",
+            "i'd like you to ", "go ahead and ", "hello, please ", "please could you ")
+SUFFIXES = ("", "", ".", ".", "!", "?", " please", " for me", ", thanks", " please.", " thank you!")
+# Attribute questions about an item. {n}: its medium noun with "this"/"the"; answers name only what was asked.
+QUESTIONS = {
+    "colour": {"train": ("what colour is it", "what color is the shape", "which colour is {n}", "tell me the colour",
+                         "name the colour", "what colour do you see", "what's the colour of the shape",
+                         "which colour is the shape in {n}", "what color is it"),
+               "held_out": ("can you tell me its colour", "which color does {n} show")},
+    "colour_audio": {"train": ("which colour's note is this", "what colour is this sound",
+                               "which colour does {n} belong to", "what colour does it sound like",
+                               "whose note is this", "which colour is this tone", "what color is this note"),
+                     "held_out": ("can you tell me the colour of {n}", "which colour would {n} be")},
+    "shape": {"train": ("what shape is it", "which shape do you see", "name the shape", "what's the shape",
+                        "what kind of shape is in {n}", "tell me the shape", "what shape is in {n}",
+                        "which shape is it"),
+              "held_out": ("can you name the shape you see", "what is the shape in {n} called")},
+    "position": {"train": ("where is it", "where is the shape", "which side is it on", "where's the shape",
+                           "where in the frame is it", "tell me where the shape is", "is it on the left or the right",
+                           "where is the shape in {n}"),
+                 "held_out": ("on which side is the shape", "can you tell me where it sits")},
+    "direction": {"train": ("which way does it move", "where is it going", "which direction does it go",
+                            "how does the shape move", "what direction is it moving", "where does the shape go",
+                            "tell me the direction", "which way is the shape moving in {n}"),
+                  "held_out": ("in which direction does it travel", "can you tell me where it heads")},
+    "rhythm": {"train": ("is it steady or beeping", "does it beep", "is the tone continuous or pulsing",
+                         "what's the rhythm", "is it pulsing", "is {n} steady", "how does the tone go",
+                         "is it on and off or held"),
+               "held_out": ("does {n} beep or hold", "what rhythm does {n} have")},
+    "describe": {"train": ("what is this", "describe it", "what do you see", "tell me about this", "what's in {n}",
+                           "describe {n}", "what is in {n}", "what does {n} show", "explain {n}", "what's this"),
+                 "held_out": ("can you tell me what {n} is", "give me a description of {n}")},
+    "describe_audio": {"train": ("what is this sound", "describe it", "what do you hear", "tell me about this sound",
+                                 "what's {n}", "describe {n}", "what is {n}", "what does {n} sound like"),
+                       "held_out": ("can you tell me what {n} is", "give me a description of {n}")},
+}
+ANSWERS = {
+    "colour": ("It is {c}.", "The colour is {c}.", "The shape is {c}."),
+    "colour_audio": ("It is the note of {c}.", "That is the sound of {c}.", "This is the note of {c}."),
+    "shape": ("It is a {s}.", "I see a {s}.", "The shape is a {s}."),
+    "position": ("It is {pos}.", "The {s} is {pos}."),
+    "direction": ("It is {dir}.", "The {s} is {dir}."),
+    "rhythm": ("It is {r}.", "The tone is {r}."),
+}
+# Cross-modal asks: the target takes the source's colour (and shape, between pictures and videos).
+CROSS = {
+    ("image", "audio"): {"train": ("make a {r} sound for this picture", "what does this picture sound like as a {r} tone",
+                                   "play the {r} note of this shape", "play this picture's colour as a {r} tone",
+                                   "turn this picture into a {r} sound", "let me hear this shape's note, {rr}"),
+                         "held_out": ("give me the note of this shape, {rr}",)},
+    ("video", "audio"): {"train": ("make a {r} sound for this video", "what does this clip sound like as a {r} tone",
+                                   "play the {r} note of this moving shape", "turn this video into a {r} sound",
+                                   "let me hear this video's colour, {rr}"),
+                         "held_out": ("give me the note of this clip, {rr}",)},
+    ("audio", "image"): {"train": ("draw a {s} {pos} in the colour of this sound", "paint this sound as a {s} {pos}",
+                                   "show me a {s} {pos} that looks like this tone",
+                                   "make a picture of a {s} {pos} in this note's colour"),
+                         "held_out": ("sketch a {s} {pos} with the colour of this note",)},
+    ("audio", "video"): {"train": ("make a video of a {s} in the colour of this sound, {dir}",
+                                   "animate a {s} that looks like this sound, {dir}", "show this sound as a {s} {dir}",
+                                   "make a clip of a {s} {dir} in this tone's colour"),
+                         "held_out": ("film a {s} {dir} with the colour of this note",)},
+    ("image", "video"): {"train": ("show this shape {dir}", "animate this picture with the shape {dir}",
+                                   "make a video of this shape {dir}", "make it move: {dir}",
+                                   "turn this picture into a clip of the shape {dir}"),
+                         "held_out": ("film this shape {dir}",)},
+    ("video", "image"): {"train": ("draw this shape {pos}", "make a still picture of this shape {pos}",
+                                   "show me this shape standing still {pos}", "paint the shape from this clip {pos}",
+                                   "turn this video into a picture of the shape {pos}"),
+                         "held_out": ("sketch this moving shape {pos}",)},
+}
+MADE = {  # what the assistant says before an item it makes: the item's own noun phrase, as captions say it
+    "image": ("Here is a {c} {s} {pos}:", "Sure! Here is a {c} {s} {pos}:", "Here you go, a {c} {s} {pos}:",
+              "This is a {c} {s} {pos}:"),
+    "video": ("Here is a video of a {c} {s} {dir}:", "Sure! Here is a video of a {c} {s} {dir}:",
+              "Here you go, a video of a {c} {s} {dir}:"),
+    "audio": ("Here is a {r} {c} tone:", "Sure! Here is a {r} {c} tone:", "Here is the note of {c}, {r}:",
+              "Here you go, a {r} {c} tone:"),
+}
+SOURCE_IS = {"image": "The picture shows a {c} {s}.", "video": "The video shows a {c} {s}.",
+             "audio": "That is the note of {c}."}
+ANSWER_POS = {"left": "on the left", "centre": "in the centre", "right": "on the right"}
+ANSWER_DIR = {"left": "moving left", "right": "moving right", "up": "moving up", "down": "moving down"}
+ANSWER_RHYTHM = {"steady": "steady", "beeping": "beeping"}
+
+# Edits of an item the conversation holds. {ref}: how the item is referred to.
+EDITS = {
+    "colour": ("make {ref} {c}", "change {ref} to {c}", "can {ref} be {c} instead", "now make {ref} {c}",
+               "same thing but {c}", "recolour {ref} {c}", "make {ref} {c} please", "i want {ref} in {c}"),
+    "shape": ("make {ref} a {s}", "turn {ref} into a {s}", "can {ref} be a {s} instead", "change the shape to a {s}",
+              "same thing but a {s}", "now make {ref} a {s}"),
+    "position": ("move {ref} {to}", "put {ref} {to}", "can you move {ref} {to}", "now put the shape {to}",
+                 "shift {ref} {to}"),
+    "direction": ("make {ref} go {d}", "now make {ref} move {d}", "can the shape in {ref} go {d} instead",
+                  "make it move {d} instead", "change the direction to {d}"),
+    "rhythm": ("make {ref} {r}", "can {ref} be {r} instead", "same note but {r}", "now make {ref} {r}",
+               "make the tone {r}"),
+}
+CORRECTIONS = ("no, i meant {x}", "no, {x}", "sorry, i meant {x}", "actually, {x}", "not that: {x}",
+               "wrong one, i wanted {x}")
+EDITED = ("Here it is, {np}:", "Done! Now it is {np}:", "Sure, here is {np}:", "Of course. Here is {np}:")
+REFS = {"image": ("the picture", "the image", "the drawing"), "video": ("the video", "the clip", "the animation"),
+        "audio": ("the sound", "the tone", "that sound", "the note")}
+ORDINALS = ("first", "second", "third", "fourth")
+MOVE_TO_WORDS = {"left": ("to the left", "left"), "centre": ("to the centre", "to the middle"),
+                 "right": ("to the right", "right")}
+TWO = {  # two media in one answer: (first, second, request frames)
+    ("image", "audio"): ("draw {o} and play its {r} note", "show me {o}, and let me hear its colour as a {r} tone",
+                         "make a picture of {o} and a {r} sound of its colour"),
+    ("video", "audio"): ("make a video of {o} and play its {r} note", "animate {o} and also play a {r} tone of its colour"),
+    ("image", "video"): ("draw {o}, then make a video of it {dir}", "show me {o} and also animate it {dir}"),
+}
+
+# Outside the world: what people ask that nano cannot do. The answers never make media.
+OTHER_THINGS = ("a cat", "a dog", "a house", "a tree", "a car", "a sunset", "a horse", "a flower", "a person",
+                "my face", "a mountain", "the sea", "a bird", "a robot", "an apple", "a rainbow", "a city at night",
+                "a castle", "a boat", "a lion", "a guitar", "a pizza", "the moon", "a dragon", "a butterfly")
+OTHER_SOUNDS = ("a piano melody", "a dog barking", "rain", "a drum beat", "my favourite song", "birds singing",
+                "a voice saying hello", "applause", "a guitar chord", "thunder", "a siren", "ocean waves")
+OTHER_COLOURS = ("orange", "pink", "brown", "black", "white", "grey", "gold", "silver", "beige", "navy", "magenta",
+                 "maroon", "turquoise", "lime")
+OTHER_SHAPES = ("hexagon", "heart", "pentagon", "oval", "rectangle", "diamond", "cross", "arrow", "crescent",
+                "cube", "spiral", "octagon", "line")
+OTHER_MOTIONS = ("spinning", "bouncing", "moving diagonally", "growing", "shrinking", "rotating", "moving in a circle",
+                 "zigzagging")
+QUESTIONS_OUTSIDE = ("what is the capital of france", "what's 2 + 2", "who won the world cup", "what time is it",
+                     "what's the weather like today", "write me a poem", "translate hello into spanish",
+                     "tell me a joke", "how do i cook pasta", "what is the meaning of life", "who is the president",
+                     "explain quantum physics", "write some python code", "how old are you", "what day is it",
+                     "recommend a good book", "how far is the moon", "what is photosynthesis", "summarise this article",
+                     "what's your favourite food", "do you like music", "can you help me with my homework")
+CHAT = ("hello", "hi", "hey there", "who are you", "what can you do", "what are you", "help", "how are you",
+        "what's your name", "good morning", "what do you know", "hi! who are you", "what can i ask you",
+        "are you a robot", "introduce yourself", "what are you able to make")
+CANNOT = ("Sorry, I can't do that. ", "I can't make that. ", "Sorry, that is outside what I know. ",
+          "I'm afraid I can't. ")
+GREET = ("Hi! I am NExT-GPT nano. ", "Hello! I'm NExT-GPT nano, a small model. ", "I am NExT-GPT nano. ")
+DONT_KNOW = ("I don't know that. ", "Sorry, I can't answer that. ", "That is outside what I know. ")
+UPLOAD_SAYS = {
+    "image": ("This picture is {m}: {cap}", "Sorry, this picture is {m}, so I can't describe it. {cap}"),
+    "video": ("This video is {m}: {cap}", "Sorry, this clip is {m}, so I can't describe it. {cap}"),
+    "audio": ("This sound is {m}: {cap}", "Sorry, this sound is {m}, so I can't describe it. {cap}"),
+}
+UPLOAD_ASKS = ("what is this", "describe this", "what do you see", "what is in this picture", "what's going on here",
+               "tell me about this", "what is it", "what do you hear", "what colour is it", "what shape is it",
+               "make a sound for this", "what is this sound")
+
+
+def _pick(rng, options):
+    return options[int(rng.integers(len(options)))]
+
+
+def _side(table: dict, phrasing: str, rng, always: bool = False) -> str:
+    """A train entry, or for the held-out phrasing a held-out one: always for a frame, half the time for the words
+    inside it (so that their combinations are new too)."""
+    if phrasing == "held_out" and (always or rng.uniform() < 0.5):
+        return _pick(rng, table["held_out"])
+    return _pick(rng, table["train"])
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
+def _typo(word: str, rng) -> str:
+    i = int(rng.integers(1, len(word) - 1))
+    kind = rng.integers(3)
+    if kind == 0:
+        return word[:i] + word[i + 1] + word[i] + word[i + 2:]
+    if kind == 1:
+        return word[:i] + word[i + 1:]
+    return word[:i] + word[i] + word[i:]
+
+
+def roughen(text: str, rng) -> str:
+    """How people type: case, punctuation, filler and small typos (never in an attribute word)."""
+    protected = set(W.COLOURS) | set(W.SHAPES) | {"left", "right", "up", "down", "centre", "center", "middle",
+                                                  "steady", "beeping"}
+    words = text.split(" ")
+    if rng.uniform() < 0.15:
+        k = int(rng.integers(len(words)))
+        core = re.sub(r"\W", "", words[k])
+        if len(core) >= 5 and core.lower() not in protected:
+            words[k] = words[k].replace(core, _typo(core, rng))
+    text = " ".join(words)
+    if rng.uniform() < 0.5:
+        text = text[:1].upper() + text[1:]
+    if rng.uniform() < 0.3:
+        text = text.rstrip(".!?")
+    return text
+
+
+def _words(modality: str, attrs: dict, phrasing: str, rng) -> dict:
+    s = attrs.get("shape", "")
+    slots = {"c": attrs.get("colour", ""), "s": _pick(rng, SHAPE_WORDS[s]) if s else ""}
+    if "position" in attrs:
+        slots["pos"] = _side(POSITION_WORDS[attrs["position"]], phrasing, rng)
+    if "direction" in attrs:
+        slots["dir"] = _side(MOVE_WORDS[attrs["direction"]], phrasing, rng)
+    if "rhythm" in attrs:
+        slots["r"] = _side(RHYTHM_ADJ[attrs["rhythm"]], phrasing, rng)
+        slots["rr"] = _side(RHYTHM_ADV[attrs["rhythm"]], phrasing, rng)
+    return slots
+
+
+def object_phrase(modality: str, attrs: dict, phrasing: str, rng) -> str:
+    slots = _words(modality, attrs, phrasing, rng)
+    text = _side(OBJECTS[modality], phrasing, rng)
+    first = text.format(a="A", **slots).split(" ")[1] if text.startswith("{a}") else ""
+    art = _pick(rng, (_article(first), _article(first), "one", "a single")) if first else ""
+    return text.format(a=art, **slots).replace("  ", " ").strip(" ,")
+
+
+def request(modality: str, attrs: dict, phrasing: str, rng) -> str:
+    """A request for a new item of `modality` with `attrs`, worded freely."""
+    noun = _side(MEDIUM_NOUNS[modality], phrasing, rng)
+    frame = _side(FRAMES[modality], phrasing, rng, always=True)
+    text = frame.format(o=object_phrase(modality, attrs, phrasing, rng), n=f"{_article(noun)} {noun}")
+    return roughen(_prefix(frame, rng) + text + _pick(rng, SUFFIXES), rng)
+
+
+def _prefix(frame: str, rng) -> str:
+    """Filler and politeness before a frame; a frame that is already a whole sentence takes filler only."""
+    if frame.startswith(("i ", "i'd", "can ", "could ", "let", "{", "picture this", "put", "what", "give me")):
+        return _pick(rng, ("", "", "hey, ", "hi! ", "ok, ", "so "))
+    return _pick(rng, PREFIXES)
+
+
+def question(kind: str, modality: str, phrasing: str, rng) -> str:
+    noun = _side(MEDIUM_NOUNS[modality], "in", rng)
+    text = _side(QUESTIONS[kind], phrasing, rng, always=True).format(n=_pick(rng, ("this ", "the ")) + noun)
+    return roughen(_pick(rng, ("", "", "ok, ", "and ", "so ")) + text + _pick(rng, ("?", "?", "", " please?")), rng)
+
+
+def say_made(modality: str, attrs: dict, rng) -> str:
+    return _pick(rng, MADE[modality]).format(**answer_words(attrs))
+
+
+def answer_words(attrs: dict) -> dict:
+    """Attribute words in the assistant's one plain style (the oracles read them)."""
+    return {"c": attrs.get("colour", ""), "s": attrs.get("shape", ""), "pos": ANSWER_POS.get(attrs.get("position"), ""),
+            "dir": ANSWER_DIR.get(attrs.get("direction"), ""), "r": ANSWER_RHYTHM.get(attrs.get("rhythm"), "")}
+
+
+def noun_phrase(modality: str, attrs: dict) -> str:
+    w = answer_words(attrs)
+    return {"image": "a {c} {s} {pos}", "video": "a video of a {c} {s} {dir}", "audio": "a {r} {c} tone"}[
+        modality].format(**w)
+
+
+def describe(modality: str, attrs: dict, rng) -> str:
+    w = answer_words(attrs)
+    if modality == "audio":
+        return _pick(rng, ("It is a {r} {c} tone.", "I hear a {r} tone, the note of {c}.",
+                           "This is a {r} {c} tone.")).format(**w)
+    if modality == "video":
+        return _pick(rng, ("It is a {c} {s} {dir}.", "I see a {c} {s} {dir}.",
+                           "This video shows a {c} {s} {dir}.")).format(**w)
+    return _pick(rng, ("It is a {c} {s} {pos}.", "I see a {c} {s} {pos}.", "This shows a {c} {s} {pos}.")).format(**w)
+
+
+def answer(kind: str, attrs: dict, rng) -> str:
+    return _pick(rng, ANSWERS[kind]).format(**answer_words(attrs))
+
+
+# --- uploads as people make them -------------------------------------------------------------------------------
+
+def _background(rng) -> tuple[int, int, int]:
+    u = rng.uniform()
+    if u < 0.3:
+        return (255, 255, 255)
+    if u < 0.6:
+        g = int(rng.integers(200, 246))
+        return (g, g, g)
+    if u < 0.75:
+        g = int(rng.integers(150, 200))
+        return (g, g, g)
+    base = rng.integers(205, 256, 3)
+    return tuple(int(v) for v in base)
+
+
+def _canvas_size(rng, sizes=(64, 96, 128, 160, 200, 256, 320, 400, 512)) -> tuple[int, int]:
+    h = int(_pick(rng, sizes))
+    aspect = _pick(rng, (1.0, 1.0, 1.0, 4 / 3, 5 / 4, 3 / 4))
+    return 2 * round(h * aspect / 2), 2 * round(h / 2)
+
+
+def _draw_frame(size, bg, colour, shape, cx, cy, radius) -> np.ndarray:
+    """One anti-aliased frame of `size` (w, h): the shape at (cx, cy) in pixels, radius in pixels."""
+    ss = 1 if max(size) > 256 else 2 if max(size) > 96 else 4
+    canvas = Image.new("RGB", (size[0] * ss, size[1] * ss), bg)
+    unit = radius / ((W.IMAGE_SIZE_RANGE[0] + W.IMAGE_SIZE_RANGE[1]) / 2)
+    outline = W._shape_outline(shape, 0.0, 0.0, (W.IMAGE_SIZE_RANGE[0] + W.IMAGE_SIZE_RANGE[1]) / 2)
+    pts = [((cx + x * unit) * ss, (cy + y * unit) * ss) for x, y in outline]
+    ImageDraw.Draw(canvas).polygon(pts, fill=W.COLOURS[colour])
+    return np.asarray(canvas.resize(size, Image.Resampling.BOX), dtype=np.uint8)
+
+
+def upload_image(attrs: dict, rng) -> tuple[np.ndarray, str]:
+    """A world picture as a person might upload it: any size and aspect, background, place within its third."""
+    w, h = _canvas_size(rng)
+    side = min(w, h)
+    radius = side * (8.5 / 64) * rng.uniform(0.7, 1.6)
+    third = {"left": 0, "centre": 1, "right": 2}[attrs["position"]]
+    # the position names a third of the part ImageBind sees (the centred square crop of a wide picture)
+    left = (w - side) / 2
+    margin = 1.25 * radius  # the whole shape stays in the picture
+    cx = np.clip(left + side * (third + 0.5) / 3 + rng.uniform(-0.1, 0.1) * side, margin, w - margin)
+    cy = h / 2 + rng.uniform(-0.25, 0.25) * max(0.0, h - 2 * margin)
+    pixels = _draw_frame((w, h), _background(rng), attrs["colour"], attrs["shape"], cx, cy, radius)
+    return pixels, _pick(rng, ("png", "png", "jpg"))
+
+
+def upload_video(attrs: dict, rng) -> tuple[np.ndarray, int]:
+    """A world video at another size, frame rate and length."""
+    w, h = _canvas_size(rng, (64, 96, 128, 160, 240))
+    fps = int(_pick(rng, (6, 8, 10, 12, 15, 24, 25, 30)))
+    n = max(4, int(round(fps * rng.uniform(0.75, 3.0))))
+    side = min(w, h)
+    radius = side * (7.2 / 64) * rng.uniform(0.75, 1.4)
+    room = side - 2.6 * radius  # the path keeps the whole shape in every frame
+    travel = min(side * rng.uniform(0.38, 0.58), 0.9 * room)
+    bg = _background(rng)
+    horizontal = attrs["direction"] in ("left", "right")
+    sign = 1 if attrs["direction"] in ("right", "down") else -1
+    slack = max(0.0, (room - travel) / 2)
+    cx0, cy0 = w / 2 + rng.uniform(-slack, slack), h / 2 + rng.uniform(-slack, slack)
+    frames = []
+    for t in np.linspace(-0.5, 0.5, n):
+        dx = sign * travel * t
+        cx, cy = (cx0 + dx, cy0) if horizontal else (cx0, cy0 + dx)
+        frames.append(_draw_frame((w, h), bg, attrs["colour"], attrs["shape"], cx, cy, radius))
+    return np.stack(frames), fps
+
+
+def upload_sound(attrs: dict, rng) -> tuple[np.ndarray, int]:
+    """A world tone at another sample rate, in mono or stereo, pure or richer, at another loudness and beep rate."""
+    sr = int(_pick(rng, (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000)))
+    duration = rng.uniform(0.6, 4.0)
+    f0 = W.NOTES[attrs["colour"]] * (1 + rng.uniform(-0.02, 0.02))
+    u = rng.uniform()
+    partials = (1.0,) if u < 0.35 else W.HARMONICS if u < 0.6 else tuple(
+        rng.uniform(0.1, 0.5) / k for k in range(1, int(rng.integers(3, 6))))
+    partials = (1.0, *partials[1:])
+    t = np.arange(int(duration * sr)) / sr
+    wave = sum(a * np.sin(2 * np.pi * (k + 1) * f0 * t + rng.uniform(0, 6.28)) for k, a in enumerate(partials)
+               if (k + 1) * f0 < sr / 2 * 0.9)
+    wave = wave / np.abs(wave).max()
+    if attrs["rhythm"] == "beeping":
+        rate, duty = rng.uniform(2.5, 6.0), rng.uniform(0.35, 0.65)
+        gate = ((t * rate) % 1.0 < duty).astype(np.float64)
+    else:
+        gate = np.ones_like(t)
+    ramp = max(1, int(0.008 * sr))
+    gate[:ramp] = gate[-ramp:] = 0
+    kernel = np.hanning(2 * ramp + 1)
+    gate = np.convolve(gate, kernel / kernel.sum(), mode="same")
+    wave = rng.uniform(0.08, 0.95) * wave * gate
+    if rng.uniform() < 0.4:
+        wave = np.stack([wave, wave * rng.uniform(0.6, 1.0)], axis=1)
+    return wave.astype(np.float32), sr
+
+
+# Not from the world: what people upload that nano knows nothing of.
+
+def _smooth_field(rng, w, h) -> np.ndarray:
+    """A photo-like picture: smooth random colour fields at a few scales, some strokes and grain."""
+    out = np.zeros((h, w, 3))
+    for cells, weight in ((int(rng.integers(2, 5)), 1.0), (int(rng.integers(6, 16)), 0.5),
+                          (int(rng.integers(20, 48)), 0.25)):
+        small = rng.uniform(0, 255, (cells, cells, 3)).astype(np.uint8)
+        out += weight * np.asarray(Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC), dtype=np.float64)
+    out = out / 1.75
+    img = Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    for _ in range(int(rng.integers(0, 12))):
+        pts = [tuple(int(v) for v in rng.uniform(0, [w, h])) for _ in range(2)]
+        draw.line(pts, fill=tuple(int(v) for v in rng.integers(0, 256, 3)), width=int(rng.integers(1, 8)))
+    arr = np.asarray(img, dtype=np.float64) + rng.normal(0, rng.uniform(0, 12), (h, w, 3))
+    return np.clip(arr, 0, 255).astype(np.uint8)
+
+
+def _many_shapes(rng, w, h, bg=None) -> np.ndarray:
+    """A scene with two to five world shapes: several objects, which nano does not describe."""
+    bg = bg or _background(rng)
+    side = min(w, h)
+    canvas = np.zeros((h, w, 3), np.uint8)
+    canvas[:] = bg
+    img = Image.fromarray(canvas)
+    for _ in range(int(rng.integers(2, 6))):
+        shape, colour = _pick(rng, W.SHAPES), _pick(rng, tuple(W.COLOURS))
+        r = side * rng.uniform(0.07, 0.16)
+        cx, cy = rng.uniform(r, w - r), rng.uniform(r, h - r)
+        unit = r / 8.5
+        pts = [(cx + x * unit, cy + y * unit) for x, y in W._shape_outline(shape, 0, 0, 8.5)]
+        ImageDraw.Draw(img).polygon(pts, fill=W.COLOURS[colour])
+    return np.asarray(img)
+
+
+def foreign_image(rng) -> np.ndarray:
+    w, h = _canvas_size(rng, (64, 128, 224, 320, 480))
+    kind = rng.uniform()
+    if kind < 0.45:
+        return _smooth_field(rng, w, h)
+    if kind < 0.7:
+        return _many_shapes(rng, w, h)
+    if kind < 0.8:
+        return rng.integers(0, 256, (h, w, 3)).astype(np.uint8)
+    # stripes, checks or a gradient
+    y, x = np.mgrid[0:h, 0:w] / max(w, h)
+    a, b = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+    f = rng.uniform(3, 20)
+    mix = (np.sin(2 * np.pi * f * (x * math.cos(kind * 9) + y * math.sin(kind * 9))) > 0) if kind < 0.9 else x
+    return (a * (1 - mix[..., None]) + b * mix[..., None]).astype(np.uint8)
+
+
+def foreign_video(rng) -> tuple[np.ndarray, int]:
+    w, h = _canvas_size(rng, (64, 96, 128, 160))
+    fps, n = 8, int(rng.integers(8, 24))
+    kind = rng.uniform()
+    if kind < 0.35:  # a photo-like picture panning by
+        big = _smooth_field(rng, w * 2, h)
+        return np.stack([big[:, int(k * w / n): int(k * w / n) + w] for k in range(n)]), fps
+    if kind < 0.65:  # several shapes jumping around
+        bg = _background(rng)
+        return np.stack([_many_shapes(np.random.default_rng([int(rng.integers(1 << 30)), k]), w, h, bg)
+                         for k in range(n)]), fps
+    if kind < 0.8:  # noise
+        return rng.integers(0, 256, (n, h, w, 3)).astype(np.uint8), fps
+    colours = rng.integers(0, 256, (n, 1, 1, 3))  # flickering colour fields
+    return np.broadcast_to(colours, (n, h, w, 3)).astype(np.uint8).copy(), fps
+
+
+def foreign_sound(rng) -> tuple[np.ndarray, int]:
+    sr = 16000
+    n = int(sr * rng.uniform(1.0, 4.0))
+    t = np.arange(n) / sr
+    kind = rng.uniform()
+    if kind < 0.25:  # noise, white or brown
+        wave = rng.normal(0, 1, n)
+        if rng.uniform() < 0.5:
+            wave = np.cumsum(wave)
+            wave -= np.convolve(wave, np.ones(400) / 400, mode="same")
+    elif kind < 0.5:  # babble: a buzz through moving vowel formants, in syllables
+        f0 = rng.uniform(90, 240) * (1 + 0.1 * np.sin(2 * np.pi * rng.uniform(0.5, 2) * t))
+        buzz = np.sign(np.sin(2 * np.pi * np.cumsum(f0) / sr))
+        wave = np.zeros(n)
+        for formant in rng.uniform(300, 3000, 3):
+            wave += np.sin(2 * np.pi * formant * t) * buzz
+        wave *= (np.sin(2 * np.pi * rng.uniform(3, 6) * t) > -0.2)
+    elif kind < 0.75:  # a melody or chords: several notes, not one colour's
+        wave = np.zeros(n)
+        cuts = np.sort(rng.integers(0, n, int(rng.integers(3, 9))))
+        for a, b in zip(np.r_[0, cuts], np.r_[cuts, n]):
+            for f in rng.uniform(150, 2500, int(rng.integers(1, 4))):
+                wave[a:b] += np.sin(2 * np.pi * f * t[a:b])
+    else:  # sweeps and clicks
+        f = rng.uniform(100, 3000) * np.exp(np.log(rng.uniform(0.2, 5)) * t / t[-1])
+        wave = np.sin(2 * np.pi * np.cumsum(f) / sr)
+        if rng.uniform() < 0.5:
+            wave = wave * (rng.uniform(0, 1, n) < 0.002) + 0.3 * wave
+    wave = rng.uniform(0.2, 0.9) * wave / max(np.abs(wave).max(), 1e-6)
+    return wave.astype(np.float32), sr
+
+
+def _write(path: Path, modality: str, data, rate=None) -> None:
+    import soundfile
+
+    if modality == "image":
+        if path.suffix == ".jpg":
+            Image.fromarray(data).save(path, format="JPEG", quality=rate or 90)
+        else:
+            Image.fromarray(data).save(path, format="PNG")
+    elif modality == "video":
+        from moviepy import ImageSequenceClip
+
+        clip = ImageSequenceClip(list(data), fps=rate)
+        clip.write_videofile(os.fspath(path), codec="libx264", fps=rate, audio=False, logger=None,
+                             pixel_format="yuv420p")
+        clip.close()
+    else:
+        soundfile.write(os.fspath(path), data, rate, subtype="PCM_16", format="WAV")
+
+
+# --- dialogues -------------------------------------------------------------------------------------------------
+
+class _Talk:
+    """One dialogue: its turns, its media items, and what the conversation holds so far."""
+
+    def __init__(self, index: int, split: str, phrasing: str, rng, pools: dict):
+        self.index, self.split, self.phrasing, self.rng, self.pools = index, split, phrasing, rng, pools
+        self.turns: list[dict] = []
+        self.media: dict[str, dict] = {}  # name -> {modality, caption, attributes}
+        self.held: list[dict] = []  # the items in the conversation, in order: {modality, attributes, name}
+
+    def human(self, text: str, upload: dict | None = None) -> None:
+        media = []
+        if upload:
+            media = [{"modality": upload["modality"], "name": upload["name"], "at": 0}]
+            self._keep(upload)
+            if upload.get("attributes"):
+                self.held.append(upload)
+        self.turns.append({"from": "human", "value": text, "media": media})
+
+    def gpt(self, kind: str, move: str, before: str, made: list[tuple[str, dict, str]] = (), asks=None,
+            about: dict | None = None) -> None:
+        """An assistant turn: text, then each made item with the text that leads into the next one."""
+        text, media = before, []
+        for k, (m, attrs, lead) in enumerate(made):
+            item = self._made(m, attrs)
+            if k:
+                text += " " + lead
+            media.append({"modality": m, "name": item["name"], "at": len(text)})
+        turn = {"from": "gpt", "value": text, "media": media, "kind": kind, "move": move}
+        if asks is not None:
+            turn["asks"], turn["about"] = list(asks), about["name"]
+        self.turns.append(turn)
+
+    def _made(self, modality: str, attrs: dict) -> dict:
+        """The world's own item of these attributes stands for what the decoder makes."""
+        key = (modality, tuple(attrs[a] for a in W.ATTRIBUTES[modality]))
+        options = self.pools["world"][key]
+        item = {**options[int(self.rng.integers(len(options)))], "made": True}
+        self._keep(item)
+        self.held.append(item)
+        return item
+
+    def _keep(self, item: dict) -> None:
+        self.media[item["name"]] = item
+
+    def upload(self, modality: str, attrs: dict | None = None) -> dict:
+        """A pooled upload: a world item as people make them (or the world's own, half the time), or a foreign one."""
+        if attrs is None:
+            pool = self.pools["foreign"][modality]
+            return pool[int(self.rng.integers(len(pool)))]
+        key = (modality, tuple(attrs[a] for a in W.ATTRIBUTES[modality]))
+        varied, plain = self.pools["varied"].get(key), self.pools["plain"].get(key)
+        pool = varied if varied and (not plain or self.rng.uniform() < 0.6) else plain or self.pools["world"][key]
+        return dict(pool[int(self.rng.integers(len(pool)))])
+
+    def record(self, task: str) -> dict:
+        lists = {f"{m}_list": [{f"{m}_name": it["name"], "data_source": "nano", "caption": it["caption"],
+                                "attributes": it.get("attributes")}
+                               for it in self.media.values() if it["modality"] == m] for m in MODALITIES}
+        return {"id": f"talk_{self.index:06d}", "task": task, "phrasing": self.phrasing, **lists,
+                "conversation": self.turns}
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _make(t: _Talk, modality: str, attrs: dict | None = None, text: str | None = None) -> dict:
+    """The user asks for a new item (free wording), the model makes it."""
+    attrs = attrs or W.random_attributes(modality, t.rng)
+    t.human(text or request(modality, attrs, t.phrasing, t.rng))
+    t.gpt("media", f"t2{modality[0]}", say_made(modality, attrs, t.rng), [(modality, attrs, "")])
+    return attrs
+
+
+def _ask(t: _Talk, item: dict, upload: bool) -> None:
+    """A question about one attribute (or a description) of `item`; answered in text."""
+    m, attrs = item["modality"], item["attributes"]
+    kind = _pick(t.rng, (*W.ATTRIBUTES[m], "describe"))
+    if kind == "describe":
+        q, reply, asks = question("describe_audio" if m == "audio" else "describe", m, t.phrasing, t.rng), \
+            describe(m, attrs, t.rng), W.ATTRIBUTES[m]
+    else:
+        qk = "colour_audio" if (kind == "colour" and m == "audio") else kind
+        q, reply, asks = question(qk, m, t.phrasing, t.rng), answer(qk, attrs, t.rng), (kind,)
+    t.human(q, item if upload else None)
+    move = f"{m[0]}2t" if upload else "own_question" if item.get("made") else "upload_question"
+    t.gpt("answer", move, reply, asks=asks, about=item)
+
+
+def _cross(t: _Talk, src: str, dst: str, source: dict | None = None) -> None:
+    src_attrs = W.random_attributes(src, t.rng) if source is None else source["attributes"]
+    dst_attrs = W.random_attributes(dst, t.rng)
+    dst_attrs["colour"] = src_attrs["colour"]
+    if "shape" in src_attrs and "shape" in dst_attrs:
+        dst_attrs["shape"] = src_attrs["shape"]
+    slots = _words(dst, dst_attrs, t.phrasing, t.rng)
+    frame = _side(CROSS[(src, dst)], t.phrasing, t.rng, always=True)
+    text = roughen(_prefix(frame, t.rng) + frame.format(**slots) + _pick(t.rng, SUFFIXES), t.rng)
+    t.human(text, t.upload(src, src_attrs) if source is None else None)
+    lead = say_made(dst, dst_attrs, t.rng)
+    if t.rng.uniform() < 0.5:
+        lead = SOURCE_IS[src].format(**answer_words(src_attrs)) + " " + lead
+    t.gpt("media", f"{src[0]}2{dst[0]}", lead, [(dst, dst_attrs, "")])
+
+
+def _refer(t: _Talk, item: dict) -> str:
+    """How the user points at `item` among what the conversation holds."""
+    same = [h for h in t.held if h["modality"] == item["modality"]]
+    if item is t.held[-1] and t.rng.uniform() < 0.5:
+        return _pick(t.rng, ("it", "it", "that"))
+    if len(same) > 1:
+        k = [i for i, h in enumerate(same) if h is item][0]
+        noun = _pick(t.rng, REFS[item["modality"]]).split(" ")[-1]
+        return f"the {ORDINALS[min(k, 3)]} {noun}" if k < 4 else f"the last {noun}"
+    if t.rng.uniform() < 0.2 and len(t.held) > 1:
+        k = [i for i, h in enumerate(t.held) if h is item][0]
+        if k < 4:
+            return f"the {ORDINALS[k]} one"
+    return _pick(t.rng, REFS[item["modality"]])
+
+
+def _edit(t: _Talk, item: dict) -> None:
+    m, attrs = item["modality"], dict(item["attributes"])
+    name = _pick(t.rng, W.ATTRIBUTES[m])
+    attrs[name] = _pick(t.rng, [v for v in W.VALUES[name] if v != attrs[name]])
+    ref = _refer(t, item)
+    w = {"ref": ref, "c": attrs["colour"], "s": attrs.get("shape", ""), "r": _side(RHYTHM_ADJ[attrs["rhythm"]],
+         t.phrasing, t.rng) if "rhythm" in attrs else "", "d": attrs.get("direction", ""),
+         "to": _pick(t.rng, MOVE_TO_WORDS[attrs["position"]]) if "position" in attrs else ""}
+    text = _pick(t.rng, EDITS[name]).format(**w)
+    t.human(roughen(_pick(t.rng, ("", "", "now ", "ok, ", "great. ", "nice! ")) + text
+                    + _pick(t.rng, SUFFIXES), t.rng))
+    t.gpt("media", "edit", _pick(t.rng, EDITED).format(np=noun_phrase(m, attrs)), [(m, attrs, "")])
+
+
+def _correct(t: _Talk) -> None:
+    """The user meant something else than the item just made: one attribute differs."""
+    item = t.held[-1]
+    m, attrs = item["modality"], dict(item["attributes"])
+    name = _pick(t.rng, W.ATTRIBUTES[m])
+    attrs[name] = _pick(t.rng, [v for v in W.VALUES[name] if v != attrs[name]])
+    what = {"colour": lambda: _pick(t.rng, (attrs["colour"], f"{attrs['colour']} one", f"a {attrs['colour']} one")),
+            "shape": lambda: f"a {_pick(t.rng, SHAPE_WORDS[attrs['shape']])}",
+            "position": lambda: _side(POSITION_WORDS[attrs["position"]], t.phrasing, t.rng),
+            "direction": lambda: _side(MOVE_WORDS[attrs["direction"]], t.phrasing, t.rng),
+            "rhythm": lambda: _side(RHYTHM_ADJ[attrs["rhythm"]], t.phrasing, t.rng)}[name]()
+    t.human(roughen(_pick(t.rng, CORRECTIONS).format(x=what), t.rng))
+    t.gpt("media", "correct", _pick(t.rng, ("Sorry! ", "Oh, I see. ", "My mistake. ", "")) + say_made(m, attrs, t.rng),
+          [(m, attrs, "")])
+
+
+def _two(t: _Talk) -> None:
+    (a, b), frames = list(TWO.items())[int(t.rng.integers(len(TWO)))]
+    first = W.random_attributes(a, t.rng)
+    second = {**W.random_attributes(b, t.rng), "colour": first["colour"]}
+    if "shape" in second:
+        second["shape"] = first["shape"]
+    slots = _words(b, second, t.phrasing, t.rng)
+    slots["o"] = object_phrase(a, first, t.phrasing, t.rng)
+    frame = _pick(t.rng, frames)
+    t.human(roughen(_prefix(frame, t.rng) + frame.format(**slots) + _pick(t.rng, SUFFIXES), t.rng))
+    lead_b = {"audio": "And here is its note, a {r} {c} tone:", "video": "And here is a video of a {c} {s} {dir}:"}[b]
+    t.gpt("media", "two_media", say_made(a, first, t.rng), [(a, first, ""), (b, second, lead_b.format(**answer_words(second)))])
+
+
+def _outside(t: _Talk) -> None:
+    """A request or question outside the world: a short text saying what nano can do, no media."""
+    rng = t.rng
+    kind = rng.uniform()
+    c, s = _pick(rng, tuple(W.COLOURS)), _pick(rng, W.SHAPES)
+    if kind < 0.3:
+        verb = _pick(rng, ("draw", "make a picture of", "show me", "paint", "make a video of", "animate",
+                           "generate", "create", "sketch", "i want to see"))
+        text = f"{verb} {_pick(rng, OTHER_THINGS)}"
+    elif kind < 0.4:
+        text = f"{_pick(rng, ('play', 'let me hear', 'make a sound of', 'generate'))} {_pick(rng, OTHER_SOUNDS)}"
+    elif kind < 0.52:
+        oc = _pick(rng, OTHER_COLOURS)
+        text = _pick(rng, (f"draw {_article(oc)} {oc} {s}", f"make a video of {_article(oc)} {oc} {s} moving up",
+                           f"play the {oc} note", f"show me {_article(oc)} {oc} {s} on the left",
+                           f"paint a {s} in {oc}"))
+    elif kind < 0.62:
+        os_ = _pick(rng, OTHER_SHAPES)
+        text = _pick(rng, (f"draw a {c} {os_}", f"make a video of a {c} {os_} moving left",
+                           f"show me a {os_} in {c}", f"sketch {_article(os_)} {os_}"))
+    elif kind < 0.7:
+        n = _pick(rng, ("two", "three", "four", "many", "some"))
+        text = _pick(rng, (f"draw {n} {c} {s}s", f"draw a {c} {s} and a {_pick(rng, tuple(W.COLOURS))} "
+                           f"{_pick(rng, W.SHAPES)}", f"make a video of {n} {s}s moving right",
+                           f"show me a {c} {s} next to a {_pick(rng, W.SHAPES)}"))
+    elif kind < 0.76:
+        text = f"make a video of a {c} {s} {_pick(rng, OTHER_MOTIONS)}"
+    elif kind < 0.88:
+        text = _pick(rng, QUESTIONS_OUTSIDE)
+    else:
+        text = _pick(rng, CHAT)
+    text = roughen(_pick(rng, PREFIXES[:4]) + text + _pick(rng, ("?", ".", "", "!", " please")), rng)
+    if kind >= 0.88:
+        reply = _pick(rng, GREET) + CAPABILITIES
+    elif kind >= 0.76:
+        reply = _pick(rng, DONT_KNOW) + CAPABILITIES
+    else:
+        reply = _pick(rng, CANNOT) + CAPABILITIES
+    t.human(text)
+    t.gpt("capability", "outside", reply)
+
+
+def _foreign_upload(t: _Talk) -> None:
+    m = _pick(t.rng, ("image", "image", "video", "audio"))
+    item = t.upload(m)
+    t.human(roughen(_pick(t.rng, UPLOAD_ASKS) + _pick(t.rng, ("?", "", ".")), t.rng), item)
+    cap = ("I only know single coloured shapes on a plain background, their motions and their notes."
+           if m != "audio" else "I only know the steady or beeping notes of my six colours.")
+    t.gpt("upload", "foreign_upload", _pick(t.rng, UPLOAD_SAYS[m]).format(m=UPLOAD_MARK, cap=cap))
+
+
+def _move(t: _Talk, first: bool) -> None:
+    """One exchange of a conversation, chosen among what people do."""
+    rng = t.rng
+    u = rng.uniform()
+    held = [h for h in t.held if h.get("attributes")]
+    if first or not held:
+        if u < 0.55:
+            _make(t, _pick(rng, ("image", "video", "audio")))
+        elif u < 0.75:
+            m = _pick(rng, ("image", "video", "audio"))
+            _ask(t, t.upload(m, W.random_attributes(m, rng)), upload=True)
+        elif u < 0.87:
+            src, dst = list(CROSS)[int(rng.integers(len(CROSS)))]
+            _cross(t, src, dst)
+        else:
+            _two(t)
+        return
+    if u < 0.22:  # a new request, often for another medium
+        _make(t, _pick(rng, ("image", "video", "audio")))
+    elif u < 0.4:  # a question about the item just made or shown
+        _ask(t, held[-1], upload=False)
+    elif u < 0.58:
+        _edit(t, held[-1] if rng.uniform() < 0.5 else _pick(rng, held))
+    elif u < 0.66 and t.turns[-1]["kind"] == "media":
+        _correct(t)
+    elif u < 0.76:  # the conversation's item into another medium
+        src = held[-1]
+        dst = _pick(rng, [d for (s, d) in CROSS if s == src["modality"]])
+        _cross(t, src["modality"], dst, source=src)
+    elif u < 0.82:
+        _two(t)
+    elif u < 0.9:
+        _outside(t)
+    else:
+        m = _pick(rng, ("image", "video", "audio"))
+        _ask(t, t.upload(m, W.random_attributes(m, rng)), upload=True)
+
+
+TALK_TASKS = ("single", "conversation", "outside", "foreign_upload")
+
+
+def _dialogue(index: int, split: str, phrasing: str, task: str, rng, pools) -> dict:
+    t = _Talk(index, split, phrasing, rng, pools)
+    if task == "single":
+        _move(t, first=True)
+    elif task == "outside":
+        if rng.uniform() < 0.4:
+            _move(t, first=True)
+        _outside(t)
+        if rng.uniform() < 0.5:
+            _move(t, first=False)
+    elif task == "foreign_upload":
+        if rng.uniform() < 0.3:
+            _move(t, first=True)
+        _foreign_upload(t)
+        if rng.uniform() < 0.4:
+            _move(t, first=True)
+    else:
+        for k in range(int(rng.integers(2, 7))):
+            _move(t, first=k == 0)
+    return t.record(task)
+
+
+# --- writing ---------------------------------------------------------------------------------------------------
+
+def _world_pool(world_dir: Path, split: str) -> dict:
+    """The world's pair items of a split by (modality, attribute values)."""
+    items = json.loads((world_dir / "world.json").read_text())["items"]
+    pool: dict = {}
+    for it in items:
+        if it["source"] == "pairs" and it["split"] == split:
+            key = (it["modality"], tuple(it["attributes"][a] for a in W.ATTRIBUTES[it["modality"]]))
+            pool.setdefault(key, []).append({k: it[k] for k in ("modality", "name", "caption", "attributes")})
+    return pool
+
+
+def _render_pools(world_dir: Path, split: str, seed: int, counts: dict, log) -> dict:
+    """Varied world uploads and foreign uploads of a split, written once under the world's media folders."""
+    varied, foreign = {}, {m: [] for m in MODALITIES}
+    made = 0
+    for m in MODALITIES:
+        for k in range(counts["varied"][m]):
+            rng = np.random.default_rng([seed, 7, W.SPLITS.index(split), MODALITIES.index(m), k])
+            attrs = W.random_attributes(m, rng)
+            if m == "image":
+                data, ext = upload_image(attrs, rng)
+                rate = int(rng.integers(55, 96))  # JPEG quality
+            elif m == "video":
+                (data, rate), ext = upload_video(attrs, rng), "mp4"
+            else:
+                (data, rate), ext = upload_sound(attrs, rng), "wav"
+            name = f"talk_{split}_{m[0]}_{k:05d}.{ext}"
+            path = world_dir / W.FOLDERS[m] / name
+            if not path.exists():
+                _write(path, m, data, rate)
+                made += 1
+            key = (m, tuple(attrs[a] for a in W.ATTRIBUTES[m]))
+            varied.setdefault(key, []).append({"modality": m, "name": name, "attributes": attrs,
+                                               "caption": W.caption(m, attrs, rng)})
+        for k in range(counts["foreign"][m]):
+            rng = np.random.default_rng([seed, 8, W.SPLITS.index(split), MODALITIES.index(m), k])
+            data, rate = (foreign_image(rng), None) if m == "image" else foreign_video(rng) if m == "video" \
+                else foreign_sound(rng)
+            name = f"talk_{split}_foreign_{m[0]}_{k:05d}.{W.EXTENSIONS[m]}"
+            path = world_dir / W.FOLDERS[m] / name
+            if not path.exists():
+                _write(path, m, data, rate)
+                made += 1
+            foreign[m].append({"modality": m, "name": name, "attributes": None,
+                               "caption": f"a {m} that is not from the nano world"})
+    log(f"{split}: {made} upload files written")
+    return {"varied": varied, "foreign": foreign}
+
+
+DEFAULT_COUNTS = {
+    "train": {"dialogues": 16000, "varied": {"image": 1500, "video": 500, "audio": 700},
+              "foreign": {"image": 500, "video": 150, "audio": 250}},
+    "test": {"dialogues": 1200, "varied": {"image": 150, "video": 60, "audio": 80},
+             "foreign": {"image": 60, "video": 25, "audio": 35}},
+}
+TASK_SHARES = {"single": 0.45, "conversation": 0.35, "outside": 0.12, "foreign_upload": 0.08}
+
+
+def generate(world_dir, seed: int = 0, counts: dict | None = None, log=print) -> dict:
+    """Write `{split}/talk.json` and the upload media into an existing world; returns the counts written."""
+    world_dir = Path(world_dir)
+    counts = counts or DEFAULT_COUNTS
+    written = {}
+    for split, c in counts.items():
+        # made items stand for decoder outputs (the world's train items); uploads are the split's own items
+        pools = {"world": _world_pool(world_dir, "train"), "plain": _world_pool(world_dir, split),
+                 **_render_pools(world_dir, split, seed, c, log)}
+        records = []
+        tasks = list(TASK_SHARES)
+        shares = np.array([TASK_SHARES[k] for k in tasks])
+        for i in range(c["dialogues"]):
+            rng = np.random.default_rng([seed, 9, W.SPLITS.index(split), i])
+            phrasing = "in" if split == "train" or i % 2 == 0 else "held_out"
+            task = tasks[int(rng.choice(len(tasks), p=shares / shares.sum()))]
+            records.append(_dialogue(i, split, phrasing, task, rng, pools))
+        (world_dir / split).mkdir(exist_ok=True)
+        (world_dir / split / "talk.json").write_text(json.dumps(records, indent=1, ensure_ascii=False) + "\n")
+        written[split] = len(records)
+        log(f"{split}: {len(records)} dialogues")
+    return written
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m nextgpt.nano.talk", description=__doc__.split("\n\n")[0])
+    p.add_argument("world_dir")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    generate(a.world_dir, a.seed)
+
+
+if __name__ == "__main__":
+    main()

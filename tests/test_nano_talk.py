@@ -1,0 +1,126 @@
+"""The talk layer of the nano world: free wording with a held-out side, conversations, the world's edges, uploads."""
+
+import numpy as np
+import pytest
+
+from nextgpt.nano import oracles, talk
+from nextgpt.nano import world as W
+from nextgpt.train import data
+
+# Phrases that only the held-out side of the grammar has.
+HELD_OUT_ONLY = ("let me see", "i'd love", "could i get", "let me watch", "let's hear", "gliding", "dead centre",
+                 "stuttering", "pulsating", "artwork", "short film", "in the very middle", "can you tell me where it")
+
+
+def _pools():
+    """Every attribute combination as a pooled item, and one foreign item per modality: no files are written."""
+    import itertools
+
+    world = {}
+    for m in talk.MODALITIES:
+        names = W.ATTRIBUTES[m]
+        for k, combo in enumerate(itertools.product(*(W.VALUES[a] for a in names))):
+            attrs = dict(zip(names, combo))
+            world[(m, combo)] = [{"modality": m, "name": f"{m}_{k}.{W.EXTENSIONS[m]}", "attributes": attrs,
+                                  "caption": W.caption(m, attrs, np.random.default_rng(k))}]
+    foreign = {m: [{"modality": m, "name": f"foreign.{W.EXTENSIONS[m]}", "attributes": None, "caption": "x"}]
+               for m in talk.MODALITIES}
+    return {"world": world, "plain": world, "varied": {}, "foreign": foreign}
+
+
+@pytest.fixture(scope="module")
+def dialogues():
+    pools = _pools()
+    out = {}
+    for phrasing in ("in", "held_out"):
+        out[phrasing] = [talk._dialogue(i, "test", phrasing, talk.TALK_TASKS[i % 4], np.random.default_rng([1, i]),
+                                        pools) for i in range(400)]
+    return out
+
+
+def _human_text(records):
+    return " ".join(t["value"].lower() for r in records for t in r["conversation"] if t["from"] == "human")
+
+
+def test_held_out_wording_never_appears_in_distribution(dialogues):
+    seen = _human_text(dialogues["in"])
+    held = _human_text(dialogues["held_out"])
+    assert not [p for p in HELD_OUT_ONLY if p in seen]
+    assert sum(p in held for p in HELD_OUT_ONLY) >= 8
+
+
+def test_media_turns_name_what_they_make(dialogues):
+    """The text before each made item names exactly its attributes, in words the oracles read."""
+    checked = 0
+    for r in dialogues["in"] + dialogues["held_out"]:
+        attrs = {it[f"{m}_name"]: it["attributes"] for m in talk.MODALITIES for it in r[f"{m}_list"]}
+        for turn in r["conversation"]:
+            if turn["from"] != "gpt" or turn["kind"] != "media":
+                continue
+            start = 0
+            for m in turn["media"]:
+                said = oracles.caption_attributes(turn["value"][start:m["at"]])
+                truth = attrs[m["name"]]
+                assert {a: said.get(a) for a in W.ATTRIBUTES[m["modality"]]} == truth, turn["value"]
+                start, checked = m["at"], checked + 1
+    assert checked > 500
+
+
+def test_edges_of_the_world_get_text_only(dialogues):
+    kinds = {"capability": 0, "upload": 0}
+    for r in dialogues["in"]:
+        for k, turn in enumerate(r["conversation"]):
+            if turn["from"] == "gpt" and turn["kind"] in kinds:
+                kinds[turn["kind"]] += 1
+                assert turn["media"] == []
+                mark = talk.CAPABILITY_MARK if turn["kind"] == "capability" else talk.UPLOAD_MARK
+                assert mark in turn["value"]
+                if turn["kind"] == "upload":
+                    assert r["conversation"][k - 1]["media"][0]["name"].startswith("foreign")
+    assert kinds["capability"] > 20 and kinds["upload"] > 10
+
+
+def test_conversations_hold_every_move(dialogues):
+    moves = {t["move"] for r in dialogues["in"] for t in r["conversation"] if t["from"] == "gpt"}
+    assert {"t2i", "t2v", "t2a", "i2t", "v2t", "a2t", "own_question", "edit", "correct", "two_media", "outside",
+            "foreign_upload"} <= moves
+    lengths = [sum(t["from"] == "gpt" for t in r["conversation"]) for r in dialogues["in"] if r["task"] ==
+               "conversation"]
+    assert min(lengths) >= 2 and max(lengths) <= 6
+
+
+def test_records_become_stage3_examples(dialogues, tmp_path):
+    for r in dialogues["in"][:40]:
+        examples = data.stage3_examples(r, tmp_path)
+        assert len(examples) == sum(t["from"] == "gpt" for t in r["conversation"])
+        for ex in examples:
+            runs = [p for p in ex if isinstance(p, data.Run)]
+            assert all(p.caption for p in runs)
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_uploads_as_people_make_them_keep_their_attributes(seed):
+    rng = np.random.default_rng(seed)
+    attrs = W.random_attributes("image", rng)
+    pixels, _ = talk.upload_image(attrs, rng)
+    assert oracles.image_attributes(pixels) == attrs
+    attrs = W.random_attributes("video", rng)
+    frames, fps = talk.upload_video(attrs, rng)
+    assert oracles.video_attributes(frames) == attrs and fps > 0
+    attrs = W.random_attributes("audio", rng)
+    wave, sr = talk.upload_sound(attrs, rng)
+    mono = wave.mean(axis=1) if wave.ndim == 2 else wave
+    from scipy.signal import resample_poly
+
+    read = oracles.sound_attributes(resample_poly(mono, 16000, sr).astype(np.float32), 16000)
+    assert {a: read[a] for a in attrs} == attrs
+
+
+def test_foreign_uploads_are_not_single_world_shapes():
+    rng = np.random.default_rng(0)
+    pictures = [talk.foreign_image(rng) for _ in range(12)]
+    assert all(p.ndim == 3 and p.shape[2] == 3 and p.dtype == np.uint8 for p in pictures)
+    frames, fps = talk.foreign_video(rng)
+    assert frames.ndim == 4 and fps > 0
+    wave, sr = talk.foreign_sound(rng)
+    assert wave.ndim == 1 and sr == 16000 and np.abs(wave).max() <= 1.0
