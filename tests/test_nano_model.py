@@ -100,7 +100,8 @@ def test_recipe_widens_the_lora_before_stage_3_only(tmp_path, monkeypatch):
     monkeypatch.setattr(nano_model, "train", lambda cfg: trained.append(cfg))
     monkeypatch.setattr(nano_model, "_widened", lambda source, lora, out: widened.append((source, lora, out)) or str(out))
     nano_model.main(["--runs", str(tmp_path), "--no-ship"])
-    assert [c.stage for c in trained] == [1, 2, 3]
+    assert [c.stage for c in trained] == [1, 2, 3, 3]  # stage 4 is a second instruction-tuning run
+    assert trained[3].model == str(tmp_path / "stage3" / "model") and "talk.json" in trained[3].dialogues.split(",")
     assert [c.model for c in trained[:2]] == [str(tmp_path / "init"), str(tmp_path / "stage1" / "model")]
     (source, lora, out), = widened
     assert source == str(tmp_path / "stage2" / "model") and trained[2].model == str(out)
@@ -108,3 +109,6 @@ def test_recipe_widens_the_lora_before_stage_3_only(tmp_path, monkeypatch):
     shipped = NextGPTConfig.load(SHIPPED["nano"] / "config.json").lora
     assert shipped == lora  # the shipped weights are this recipe's
     assert NextGPTConfig.load(tmp_path / "init" / "config.json").lora.r == 8  # stages 1-2 start narrow
+    trained.clear()
+    nano_model.main(["--runs", str(tmp_path), "--no-ship", "--only", "4", "--start", "assets/nano"])
+    assert [(c.stage, c.model) for c in trained] == [(3, "assets/nano")]
