@@ -874,24 +874,21 @@ def _move(t: _Talk, first: bool) -> None:
 
 
 TALK_TASKS = ("single", "conversation", "outside", "foreign_upload")
+# task -> (exchange, chance of one before, chance of one after, whether the one after starts afresh)
+_EDGES = {"outside": (_outside, 0.4, 0.5, False), "foreign_upload": (_foreign_upload, 0.3, 0.4, True)}
 
 
 def _dialogue(index: int, split: str, phrasing: str, task: str, rng, pools) -> dict:
     t = _Talk(index, split, phrasing, rng, pools)
     if task == "single":
         _move(t, first=True)
-    elif task == "outside":
-        if rng.uniform() < 0.4:
+    elif task in _EDGES:  # the edge of the world, maybe after and before an ordinary exchange
+        edge, before, after, fresh = _EDGES[task]
+        if rng.uniform() < before:
             _move(t, first=True)
-        _outside(t)
-        if rng.uniform() < 0.5:
-            _move(t, first=False)
-    elif task == "foreign_upload":
-        if rng.uniform() < 0.3:
-            _move(t, first=True)
-        _foreign_upload(t)
-        if rng.uniform() < 0.4:
-            _move(t, first=True)
+        edge(t)
+        if rng.uniform() < after:
+            _move(t, first=fresh)
     else:
         for k in range(int(rng.integers(2, 7))):
             _move(t, first=k == 0)
