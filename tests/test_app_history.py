@@ -16,7 +16,7 @@ def _history(img: str):
         {"role": "user", "content": [{"type": "text", "text": "What is this?"}]},
         {"role": "assistant", "content": "A bird."},
         {"role": "assistant", "content": {"path": img}},
-        {"role": "assistant", "content": "", "metadata": {"title": "🖼️ image · seed 1"}},
+        {"role": "assistant", "content": "", "metadata": {"title": "image · seed 1"}},
         {"role": "assistant", "content": [{"type": "text", "text": ""}], "metadata": {"title": "Signal tokens: none"}},
         {"role": "user", "content": "Make it blue."},
     ]
@@ -56,7 +56,7 @@ def test_export_zip_has_conversation_and_media(tmp_path):
         media = [n for n in z.namelist() if n.startswith("media/")]
         assert len(media) == 2 and z.read(media[0]) == b"png-bytes"
     assert conv["messages"][0]["content"][0]["type"] == "image"
-    assert conv["messages"][4]["note"].startswith("🖼️")
+    assert conv["messages"][4]["note"].startswith("image · seed")
     assert Path(path).name.endswith(".zip")
 
 
