@@ -23,6 +23,17 @@ def _a(noun: str) -> str:
     return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
 
 
+def _runs(tokens: list[str]) -> str:
+    """Signal tokens, a long run shortened to its ends: "[IMG0] [IMG1] [IMG2] [IMG3] [VID0] … [VID23]"."""
+    runs: list[list[str]] = []
+    for token in tokens:
+        if runs and token.rstrip("]0123456789") == runs[-1][0].rstrip("]0123456789"):
+            runs[-1].append(token)
+        else:
+            runs.append([token])
+    return " ".join(" ".join(run) if len(run) <= 4 else f"{run[0]} … {run[-1]}" for run in runs)
+
+
 def note(title: str, content: str = "", status: str | None = None, role: str = "assistant") -> dict:
     meta = {"title": title}
     if status:
@@ -62,7 +73,7 @@ class Answer:
             item.update(state="failed", message=event.message, offset=event.text_offset)
         elif isinstance(event, ChatResult):
             self.text = event.text
-            tokens = " ".join(event.signal_tokens) if event.signal_tokens else "none (a text-only answer)"
+            tokens = _runs(event.signal_tokens) if event.signal_tokens else "none (a text-only answer)"
             self.tail = [note(f"Signal tokens: {tokens}")]
 
     @property

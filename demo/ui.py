@@ -60,9 +60,12 @@ const look = () => document.querySelectorAll('#chatbot video, #chatbot img').for
 });
 new MutationObserver(look).observe(document.body, { childList: true, subtree: true });
 look();
-// On a phone the examples sit below the chat: bring the loaded message box into view.
+// On a phone the examples sit below the chat: bring the chat and the loaded message box into view.
 document.addEventListener('click', (e) => {
-  if (e.target.closest('#examples')) document.querySelector('#message')?.scrollIntoView({ block: 'nearest' });
+  if (!e.target.closest('#examples')) return;
+  const chat = document.querySelector('#chatbot').getBoundingClientRect();
+  const box = document.querySelector('#message');
+  if (chat.top < 0 || box.getBoundingClientRect().bottom > window.innerHeight) box.scrollIntoView({ block: 'end' });
 });
 """
 
