@@ -77,6 +77,11 @@ def header(config) -> str:
             "Type a message, attach a picture, sound or video, or pick an example.")
 
 
+def calm_stop() -> gr.Button:
+    """Stop while nothing runs: grey and disabled, not a red button that does nothing."""
+    return gr.Button(variant="secondary", interactive=False)
+
+
 def _gpu(fn):
     """`spaces.GPU` on Hugging Face ZeroGPU hardware, a no-op everywhere else."""
     try:
@@ -209,15 +214,16 @@ def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
         return box, gr.Button(variant="stop", interactive=True), gr.DownloadButton(interactive=False)
 
     def idle(history):
-        return gr.MultimodalTextbox(interactive=True), gr.Button(variant="secondary", interactive=False), export(history)
+        return gr.MultimodalTextbox(interactive=True), calm_stop(), export(history)
 
     def stop_turn(history):
         history = stopped(history)
         return history, *idle(history)
 
     def new_chat(keep_box: bool = False):
+        """An empty chat; an example's click keeps the box, which the example fills."""
         box = gr.MultimodalTextbox(interactive=True) if keep_box else gr.MultimodalTextbox(value=None, interactive=True)
-        return [], box, gr.Button(variant="secondary", interactive=False), gr.DownloadButton(value=None, interactive=False)
+        return [], box, calm_stop(), gr.DownloadButton(value=None, interactive=False)
 
     size_d, frames_d, secs_d = dec["image"].height, dec["video"].num_frames, dec["audio"].audio_length_s
     limits_text = (

@@ -257,8 +257,9 @@ def test_multi_turn_demo_keeps_the_box_locked_until_its_last_turn(page, size):
     samples = []
     deadline = time.monotonic() + TURN_S / 1000 * 3
     while time.monotonic() < deadline:
-        locked, answers = page.evaluate("() => [document.querySelector('#message textarea').disabled, "
-                                        "document.querySelector('#chatbot').innerText.split('Signal tokens:').length - 1]")
+        locked, answers = page.evaluate(
+            "() => [document.querySelector('#message textarea').disabled, "
+            "document.querySelector('#chatbot').innerText.split('Signal tokens:').length - 1]")
         samples.append((locked, answers))
         if not locked:
             break
