@@ -16,6 +16,7 @@ from nextgpt.generation import ChatResult, MediaFailed, MediaProgress, MediaRead
 from .history import content_parts, is_note
 
 NOUNS = {"image": "image", "video": "video", "audio": "sound"}
+PLACEHOLDER = "…"  # an answer with nothing to show yet
 _MAKING = re.compile(r"^Making an? (image|video|sound)\b")
 
 
@@ -100,7 +101,7 @@ class Answer:
         if rest:
             out.append({"role": "assistant", "content": rest})
         if not out:
-            out.append({"role": "assistant", "content": "…"})
+            out.append({"role": "assistant", "content": PLACEHOLDER})
         return out + self.tail
 
     @staticmethod
@@ -139,10 +140,10 @@ def stopped(history: list[dict]) -> list[dict]:
     start = len(history)
     while start > 0 and history[start - 1].get("role") != "user":
         start -= 1
-    answer = history[start:]
+    answer = [m for m in history[start:] if content_parts(m.get("content")) != [PLACEHOLDER]]
     making = [i for i, m in enumerate(answer) if is_note(m) and _MAKING.match(m["metadata"]["title"])]
     if not making:
-        return list(history) + [note("Stopped: the answer ends here", status="done")]
+        return history[:start] + answer + [note("Stopped: the answer ends here", status="done")]
     text = [not is_note(m) and all(isinstance(p, str) for p in content_parts(m.get("content"))) for m in answer]
     dropped = set()
     for i in making:

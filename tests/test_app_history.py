@@ -96,6 +96,8 @@ def test_stop_turns_a_medium_in_the_making_into_a_note_and_drops_its_text():
     # text only: it stays, and the turn says where it was stopped
     writing = before + [{"role": "user", "content": "Tell me a story."}, {"role": "assistant", "content": "Once"}]
     assert stopped(writing) == writing + [note("Stopped: the answer ends here", status="done")]
+    waiting = before + [{"role": "user", "content": "Tell me a story."}, {"role": "assistant", "content": "…"}]
+    assert stopped(waiting) == writing[:-1] + [note("Stopped: the answer ends here", status="done")]
     # a medium already made stays with its text; only the one in the making goes
     image = {"role": "assistant", "content": {"path": "/tmp/x.png"}}
     mixed = before + [{"role": "user", "content": "Both."}, {"role": "assistant", "content": "A picture:"}, image,
