@@ -7,6 +7,7 @@ import random
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import gradio as gr
 
@@ -21,7 +22,16 @@ from .history import export_zip, split_last_turn, to_messages
 from .settings import AppSettings
 
 OUTPUT_CHOICES = [("Auto", "auto"), ("Text only", "text"), ("Image", "image"), ("Video", "video"), ("Audio", "audio")]
-ICONS = Path(__file__).resolve().parents[1] / "assets" / "icons"  # drawn as SVG: no emoji font needed
+# Button icons, drawn from SVG by the page's style: no emoji font needed, and no files for Gradio's cache to expire.
+ICONS = {
+    "export": '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16" fill="none" stroke="#4b5563" '
+              'stroke-width="1.6" stroke-linecap="round" stroke-linejoin="round">'
+              '<path d="M8 2v8M4.5 6.5 8 10l3.5-3.5M2.5 11v2.5h11V11"/></svg>',
+    "new-chat": '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16" fill="none" stroke="#4b5563" '
+                'stroke-width="1.6" stroke-linecap="round"><path d="M8 3v10M3 8h10"/></svg>',
+    "multi-turn": '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16">'
+                  '<path d="M4.5 2.8v10.4L13 8z" fill="#4b5563"/></svg>',
+}
 
 # The page's own style, carried by the page itself (a hidden HTML block), so it holds wherever the app is launched.
 STYLE = """
@@ -40,7 +50,12 @@ STYLE = """
 #examples .gallery { display: flex; flex-direction: column; gap: 6px; }
 #examples .gallery-item, #examples button { width: 100%; text-align: left; white-space: normal; }
 #header p { margin: 0; }
-"""
+#export::before, #new-chat::before, #multi-turn::before {
+  content: ""; display: inline-block; width: 1.1em; height: 1.1em; margin-right: 0.45em; flex: none;
+  background: center / contain no-repeat;
+}
+""" + "".join(f'#{name}::before {{ background-image: url("data:image/svg+xml,{quote(svg)}"); }}\n'
+              for name, svg in ICONS.items())
 # Short clips loop; a generated clip starts by itself (muted). Media scaled up at least twice are drawn crisp.
 SCRIPT = """
 const look = () => document.querySelectorAll('#chatbot video, #chatbot img').forEach((m) => {
@@ -250,14 +265,12 @@ def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
                                       info="Auto lets the model decide; the others force or forbid media.")
                     stop = gr.Button("Stop", variant="secondary", interactive=False, scale=1, min_width=90,
                                      elem_id="stop")
-                    download = gr.DownloadButton("Export", icon=str(ICONS / "export.svg"), interactive=False,
-                                                 scale=1, min_width=110, elem_id="export")
+                    download = gr.DownloadButton("Export", interactive=False, scale=1, min_width=110,
+                                                 elem_id="export")
             with gr.Column(scale=1, min_width=300, elem_id="side"):
                 with gr.Row():
-                    new_chat_btn = gr.Button("New chat", icon=str(ICONS / "new-chat.svg"), size="sm", min_width=100,
-                                             elem_id="new-chat")
-                    demo_btn = gr.Button("Multi-turn demo", icon=str(ICONS / "play.svg"), size="sm", min_width=150,
-                                         elem_id="multi-turn")
+                    new_chat_btn = gr.Button("New chat", size="sm", min_width=100, elem_id="new-chat")
+                    demo_btn = gr.Button("Multi-turn demo", size="sm", min_width=150, elem_id="multi-turn")
                 shown = examples(cfg.name)
                 example_list = gr.Examples([[e.message, e.output] for e in shown], inputs=[textbox, output],
                                            example_labels=[e.label for e in shown], examples_per_page=len(shown),

@@ -138,8 +138,10 @@ def test_page_says_what_the_model_can_do_with_calm_controls_and_no_emoji(page, s
     body = page.evaluate("() => document.body.innerText")
     assert "ask anything" not in body.lower()
     assert not [ch for ch in body if is_emoji(ch)]  # nothing that needs an emoji font
-    for button in ("#export", "#new-chat", "#multi-turn"):  # their icons are SVG files, drawn
-        assert page.locator(f"{button} img").evaluate("(i) => i.complete && i.naturalWidth > 0"), button
+    for button in ("#export", "#new-chat", "#multi-turn"):  # their icons are SVG, drawn by the page's style
+        icon = page.locator(button).evaluate("(b) => { const s = getComputedStyle(b, '::before'); "
+                                             "return [s.backgroundImage, s.width]; }")
+        assert icon[0].startswith('url("data:image/svg+xml') and icon[1] != "0px", (button, icon)
     stop = page.locator("#stop")
     assert stop.is_disabled() and "stop" not in stop.get_attribute("class").split()  # calm while idle
     assert page.locator("#export").is_disabled()  # nothing to export yet
