@@ -149,7 +149,7 @@ def test_page_says_what_the_model_can_do_with_calm_controls_and_no_emoji(page, s
     assert page.locator("#new-chat").is_visible()
     assert not page.locator("#chatbot button[aria-label='Clear']").is_visible()
     assert page.get_by_role("button", name="Clear", exact=True).filter(visible=True).count() == 0
-    shot(page, "page", size)
+    shot(page, "page", size, show="#header")
 
 
 def test_examples_are_in_view_and_every_part_of_a_row_loads_it(page, size):
