@@ -6,9 +6,26 @@ gets examples from that world; any other model gets the real-world ones from the
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "examples"
+
+
+@dataclass(frozen=True)
+class Example:
+    direction: str  # what goes in and what comes out, e.g. "text → image"
+    text: str
+    files: tuple[str, ...] = ()
+    output: str = "auto"  # the Output choice it runs with
+
+    @property
+    def label(self) -> str:
+        return f"{self.direction}: {self.text}"
+
+    @property
+    def message(self) -> dict:
+        return {"text": self.text, "files": list(self.files)}
 
 
 def _f(name: str) -> str:
@@ -19,26 +36,25 @@ def _nano(model_name: str) -> bool:
     return model_name.startswith("nextgpt-nano")
 
 
-def examples(model_name: str = "") -> list[list]:
-    """[message, output] rows: text->image, text->video, text->audio, image->text, audio->text, video->text,
-    and one cross-modal (image->audio)."""
+def examples(model_name: str = "") -> list[Example]:
+    """text->image, text->video, text->audio, image->text, audio->text, video->text, and one cross-modal."""
     if _nano(model_name):
         return [
-            [{"text": "Draw a red circle on the left.", "files": []}, "auto"],
-            [{"text": "Make a video of a blue square moving up.", "files": []}, "auto"],
-            [{"text": "Play a beeping yellow tone.", "files": []}, "auto"],
-            [{"text": "What is in this picture?", "files": [_f("nano_green_triangle.png")]}, "auto"],
-            [{"text": "What colour does this sound belong to?", "files": [_f("nano_cyan_beeping.wav")]}, "auto"],
-            [{"text": "What happens in this video?", "files": [_f("nano_purple_star_left.mp4")]}, "auto"],
-            [{"text": "Make a steady sound for this picture.", "files": [_f("nano_green_triangle.png")]}, "auto"],
+            Example("Text → image", "Draw a red circle on the left."),
+            Example("Text → video", "Make a video of a blue square moving up."),
+            Example("Text → sound", "Play a beeping yellow tone."),
+            Example("Image → text", "What is in this picture?", (_f("nano_green_triangle.png"),)),
+            Example("Sound → text", "What colour does this sound belong to?", (_f("nano_cyan_beeping.wav"),)),
+            Example("Video → text", "What happens in this video?", (_f("nano_purple_star_left.mp4"),)),
+            Example("Image → sound", "Make a steady sound for this picture.", (_f("nano_green_triangle.png"),)),
         ]
     return [
-        [{"text": "Show me a picture of a small bird sitting on a branch.", "files": []}, "image"],
-        [{"text": "Make a short video of waves rolling onto a beach.", "files": []}, "video"],
-        [{"text": "Let me hear a bird singing in a quiet forest.", "files": []}, "audio"],
-        [{"text": "What is in this picture?", "files": [_f("bird_image.jpg")]}, "text"],
-        [{"text": "What do you hear in this recording?", "files": [_f("bird_audio.wav")]}, "text"],
-        [{"text": "Describe what happens in this video.", "files": [_f("test.mp4")]}, "text"],
+        Example("Text → image", "Show me a picture of a small bird sitting on a branch.", output="image"),
+        Example("Text → video", "Make a short video of waves rolling onto a beach.", output="video"),
+        Example("Text → sound", "Let me hear a bird singing in a quiet forest.", output="audio"),
+        Example("Image → text", "What is in this picture?", (_f("bird_image.jpg"),), "text"),
+        Example("Sound → text", "What do you hear in this recording?", (_f("bird_audio.wav"),), "text"),
+        Example("Video → text", "Describe what happens in this video.", (_f("test.mp4"),), "text"),
     ]
 
 

@@ -1,36 +1,100 @@
-"""The chat UI: layout, event handlers and how an answer is drawn. No model code: `ChatService` does that."""
+"""The chat UI: layout, event handlers and the page's style. No model code: `ChatService` does that; how an
+answer is drawn is `answer.py`."""
 
 from __future__ import annotations
 
 import random
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import gradio as gr
 
 from nextgpt.conversation import Message
-from nextgpt.generation import ChatResult, MediaFailed, MediaProgress, MediaReady, SignalDetected, TextDelta
+from nextgpt.generation import ChatResult, MediaFailed, MediaProgress, MediaReady
 from nextgpt.media import Media, MediaError, guess_modality
 from nextgpt.serve import ChatService
 
+from .answer import Answer, note, refused, stopped
 from .examples import examples, scripted_turns
 from .history import export_zip, split_last_turn, to_messages
 from .settings import AppSettings
 
 OUTPUT_CHOICES = [("Auto", "auto"), ("Text only", "text"), ("Image", "image"), ("Video", "video"), ("Audio", "audio")]
-ICONS = {"image": "🖼️", "video": "🎬", "audio": "🔊"}
+# Button icons, drawn from SVG by the page's style: no emoji font needed, and no files for Gradio's cache to expire.
+ICONS = {
+    "export": '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16" fill="none" stroke="#4b5563" '
+              'stroke-width="1.6" stroke-linecap="round" stroke-linejoin="round">'
+              '<path d="M8 2v8M4.5 6.5 8 10l3.5-3.5M2.5 11v2.5h11V11"/></svg>',
+    "new-chat": '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16" fill="none" stroke="#4b5563" '
+                'stroke-width="1.6" stroke-linecap="round"><path d="M8 3v10M3 8h10"/></svg>',
+    "multi-turn": '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16">'
+                  '<path d="M4.5 2.8v10.4L13 8z" fill="#4b5563"/></svg>',
+}
 
-HEADER = """# NExT-GPT: any-to-any chat
-Attach images, audio or video, ask anything, and the model answers in text, and with an image, a video or a
-sound when it decides to (or when you pick an **output** below). It streams its words; a decoder then draws the
-media it asked for. Every turn sees the whole conversation, media included.
+# The page's own style, carried by the page itself (a hidden HTML block), so it holds wherever the app is launched.
+STYLE = """
+#page-style { display: none; }
+/* Media in the chat at a readable size that fits the chat, on a desktop and on a phone. */
+#chatbot .message.component img, #chatbot .message.component video {
+  width: min(100%, var(--media-size)) !important; height: auto !important; max-height: 50vh !important;
+  object-fit: contain;
+}
+#chatbot { --media-size: 320px; }
+#chatbot .message.component .image-frame, #chatbot .message.component .image-container { width: 100%; }
+/* Small media (nano's 64 px) are scaled up crisp; `crisp` is set by the script below. */
+#chatbot img.crisp, #chatbot video.crisp { image-rendering: pixelated; }
+/* "New chat" is the one clear. */
+#chatbot button[aria-label="Clear"] { display: none; }
+#examples .gallery { display: flex; flex-direction: column; gap: 6px; }
+#examples .gallery-item, #examples button { width: 100%; text-align: left; white-space: normal; }
+#header p { margin: 0; }
+#export::before, #new-chat::before, #multi-turn::before {
+  content: ""; display: inline-block; width: 1.1em; height: 1.1em; margin-right: 0.45em; flex: none;
+  background: center / contain no-repeat;
+}
+""" + "".join(f'#{name}::before {{ background-image: url("data:image/svg+xml,{quote(svg)}"); }}\n'
+              for name, svg in ICONS.items())
+# Short clips loop; a generated clip starts by itself (muted). Media scaled up at least twice are drawn crisp.
+SCRIPT = """
+const look = () => document.querySelectorAll('#chatbot video, #chatbot img').forEach((m) => {
+  if (m.dataset.seen) return;
+  m.dataset.seen = '1';
+  const crisp = () => {
+    const w = m.naturalWidth || m.videoWidth;
+    if (w && w * 2 <= m.getBoundingClientRect().width) m.classList.add('crisp');
+  };
+  m.addEventListener(m.tagName === 'VIDEO' ? 'loadedmetadata' : 'load', crisp);
+  crisp();
+  if (m.tagName === 'VIDEO') {
+    m.loop = true;
+    m.playsInline = true;
+    if (m.closest('.bot-row')) { m.muted = true; m.play().catch(() => {}); }
+  }
+});
+new MutationObserver(look).observe(document.body, { childList: true, subtree: true });
+look();
+// On a phone the examples sit below the chat: bring the chat and the loaded message box into view.
+document.addEventListener('click', (e) => {
+  if (!e.target.closest('#examples')) return;
+  const chat = document.querySelector('#chatbot').getBoundingClientRect();
+  const box = document.querySelector('#message');
+  if (chat.top < 0 || box.getBoundingClientRect().bottom > window.innerHeight) box.scrollIntoView({ block: 'end' });
+});
 """
-UNTRAINED = (
-    "⚠️ **This is the untrained `tiny` model** (random weights, for testing the app): its words and media are "
-    "noise. Start the app with `--model` pointing at a trained model."
-)
+
+
+def header(config) -> str:
+    """A short header that says what the loaded model can do (from its config)."""
+    about = config.description or "Attach images, sounds or videos and ask; it answers in text and media."
+    return (f"## NExT-GPT: any-to-any chat\n**Model: {config.name}.** {about} "
+            "Type a message, attach a picture, sound or video, or pick an example.")
+
+
+def calm_stop() -> gr.Button:
+    """Stop while nothing runs: grey and disabled, not a red button that does nothing."""
+    return gr.Button(variant="secondary", interactive=False)
 
 
 def _gpu(fn):
@@ -42,97 +106,14 @@ def _gpu(fn):
     return spaces.GPU(duration=180)(fn)
 
 
-def _note(title: str, content: str = "", status: str | None = None) -> dict:
-    meta = {"title": title}
-    if status:
-        meta["status"] = status
-    return {"role": "assistant", "content": content, "metadata": meta}
-
-
-@dataclass
-class Answer:
-    """The assistant's side of one turn, redrawn after every event: text split around its media."""
-
-    text: str = ""
-    media: list[dict] = field(default_factory=list)  # {"offset", "modality", "state", ...}
-    tail: list[dict] = field(default_factory=list)
-
-    def apply(self, event) -> None:
-        if isinstance(event, TextDelta):
-            self.text += event.text
-        elif isinstance(event, SignalDetected):
-            self.media.append({"offset": event.text_offset, "modality": event.modality, "state": "pending", "step": 0})
-        elif isinstance(event, MediaProgress):
-            item = self._current(event.modality)
-            item.update(step=event.step, total=event.total)
-        elif isinstance(event, MediaReady):
-            item = self._current(event.modality)
-            item.update(state="ready", path=event.path, info=event.info, offset=event.text_offset)
-        elif isinstance(event, MediaFailed):
-            item = self._current(event.modality)
-            item.update(state="failed", message=event.message, offset=event.text_offset)
-        elif isinstance(event, ChatResult):
-            self.text = event.text
-            tokens = " ".join(event.signal_tokens) if event.signal_tokens else "none (a text-only answer)"
-            self.tail = [_note(f"Signal tokens: {tokens}")]
-
-    @property
-    def pending(self) -> bool:
-        return any(item["state"] == "pending" for item in self.media)
-
-    def _current(self, modality: str) -> dict:
-        for item in self.media:
-            if item["modality"] == modality and item["state"] == "pending":
-                return item
-        item = {"offset": len(self.text), "modality": modality, "state": "pending", "step": 0}
-        self.media.append(item)
-        return item
-
-    def messages(self) -> list[dict]:
-        out, start = [], 0
-        for item in sorted(self.media, key=lambda i: i["offset"]):
-            chunk = self.text[start : item["offset"]].strip()
-            if chunk:
-                out.append({"role": "assistant", "content": chunk})
-            start = max(start, item["offset"])
-            out += self._media_messages(item)
-        rest = self.text[start:].strip()
-        if rest:
-            out.append({"role": "assistant", "content": rest})
-        if not out:
-            out.append({"role": "assistant", "content": "…"})
-        return out + self.tail
-
-    @staticmethod
-    def _media_messages(item: dict) -> list[dict]:
-        m = item["modality"]
-        if item["state"] == "pending":
-            total = item.get("total")
-            progress = f"step {item['step']} of {total}" if total and item["step"] else "starting"
-            return [_note(f"{ICONS[m]} Making {'an' if m == 'image' or m == 'audio' else 'a'} {m}: {progress}",
-                          status="pending")]
-        if item["state"] == "failed":
-            return [_note(f"⚠️ {item['message']}")]
-        info = item["info"]
-        if m == "audio":
-            size = f"{info.get('seconds')} s at 16 kHz"
-        else:
-            w, h = info.get("size", ("?", "?"))
-            size = f"{info['frames']} frames at {w}×{h}" if m == "video" else f"{w}×{h}"
-        title = (f"{ICONS[m]} {m} · seed {info.get('seed')} · {info.get('steps')} steps · "
-                 f"guidance {info.get('guidance')} · {info.get('seconds_taken', 0):.1f} s")
-        details = f"{size}. The same seed and settings give the same {m}."
-        if info.get("nsfw_content_detected"):
-            details += " The decoder's safety checker blanked this image."
-        return [{"role": "assistant", "content": {"path": item["path"]}}, _note(title, details, status="done")]
-
-
 def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
     cfg = service.config
     dec = cfg.decoders
     gen = cfg.generation
     outputs_dir = Path(settings.outputs)
     outputs_dir.mkdir(parents=True, exist_ok=True)
+    exports_dir = outputs_dir / "exports"
+    exports_dir.mkdir(exist_ok=True)
     allowed_roots = [Path(tempfile.gettempdir()).resolve(), outputs_dir.resolve(),
                      (Path(__file__).resolve().parents[1] / "assets").resolve()]
     limits = service.limits
@@ -145,6 +126,7 @@ def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
         if isinstance(message, str):
             message = {"text": message, "files": []}
         message = message or {"text": "", "files": []}
+        files = []
         try:
             text = service.check_text(message.get("text") or "")
             files = [f if isinstance(f, str) else (f.get("path") if isinstance(f, dict) else str(f))
@@ -155,7 +137,7 @@ def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
             messages = to_messages(history, allowed_roots)
             service.check_media(media)
         except MediaError as e:
-            yield history + [_note(f"⚠️ Could not use your message: {e}")], message  # back in the box
+            yield history + refused(message.get("text") or "", files, str(e)), message  # back in the box
             return
         history += [{"role": "user", "content": {"path": m.path}} for m in media]
         if text.strip():
@@ -165,7 +147,7 @@ def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
             messages[-1].content.extend(parts)
         else:
             messages.append(Message("user", parts))
-        yield history, gr.MultimodalTextbox(value=None, interactive=False)  # locked until `_unlock`
+        yield history, gr.MultimodalTextbox(value=None, interactive=False)  # locked until `idle`
 
         seed = random.randint(0, 2**31 - 1) if randomize_seed else int(seed)
         options = dict(
@@ -202,7 +184,7 @@ def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
                 # property update, rebuilding the component and its API schema each time (3 ms against 0.5 ms).
                 yield history + answer.messages(), None
         except Exception as e:  # the model failed mid-answer: keep what was shown and say what happened
-            answer.tail = [_note(f"⚠️ The answer stopped: {type(e).__name__}: {e}")]
+            answer.tail = [note(f"The answer stopped: {type(e).__name__}: {e}")]
         finally:
             events.close()  # a cancelled turn stops generation at its next step
             _poll_every(demo, settings.queue_poll_s)
@@ -210,17 +192,18 @@ def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
 
     run_turn = _gpu(run_turn)
 
-    def retry(history, *settings_values):
+    def retry(history):
+        """Retry: the last user message goes back into the (locked) box, and the turn runs again from there."""
         before, message = split_last_turn(history)
-        yield from run_turn(message, before, *settings_values)
+        return before, *busy(message)
 
-    def edit(history, edit_data: gr.EditData, *settings_values):
+    def edit(history, edit_data: gr.EditData):
         index = edit_data.index[0] if isinstance(edit_data.index, (list, tuple)) else edit_data.index
-        yield from run_turn({"text": edit_data.value, "files": []}, history[:index], *settings_values)
+        return history[:index], *busy({"text": edit_data.value, "files": []})
 
     def undo(history):
         before, message = split_last_turn(history)
-        return before, gr.MultimodalTextbox(value=message, interactive=True)
+        return before, gr.MultimodalTextbox(value=message, interactive=True), export(before)
 
     def script(history, *settings_values):
         """A scripted multi-turn conversation for presenters: each turn runs on the answer before it, with the output
@@ -228,12 +211,34 @@ def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
         for message, output in scripted_turns(service.config.name):
             last = list(history)
             for last, _ in run_turn(message, history, output, *settings_values):
-                yield last, None
+                yield last, None  # the box stays locked (`busy`) until the whole script is done
             history = last
         yield history, None
 
     def export(history):
-        return gr.DownloadButton(value=export_zip(history), visible=True)
+        """Export always holds the conversation as it is now: refreshed whenever a turn ends or the chat changes."""
+        if not history:
+            return gr.DownloadButton(value=None, interactive=False)
+        folder = tempfile.mkdtemp(prefix="export-", dir=exports_dir)
+        return gr.DownloadButton(value=export_zip(history, folder), interactive=True)
+
+    # While a turn runs, the box is locked, Stop is live and Export waits for the turn's end; `idle` undoes it.
+    def busy(message=None):
+        box = gr.MultimodalTextbox(interactive=False) if message is None else gr.MultimodalTextbox(
+            value=message, interactive=False)
+        return box, gr.Button(variant="stop", interactive=True), gr.DownloadButton(interactive=False)
+
+    def idle(history):
+        return gr.MultimodalTextbox(interactive=True), calm_stop(), export(history)
+
+    def stop_turn(history):
+        history = stopped(history)
+        return history, *idle(history)
+
+    def new_chat(keep_box: bool = False):
+        """An empty chat; an example's click keeps the box, which the example fills."""
+        box = gr.MultimodalTextbox(interactive=True) if keep_box else gr.MultimodalTextbox(value=None, interactive=True)
+        return [], box, calm_stop(), gr.DownloadButton(value=None, interactive=False)
 
     size_d, frames_d, secs_d = dec["image"].height, dec["video"].num_frames, dec["audio"].audio_length_s
     limits_text = (
@@ -244,23 +249,32 @@ def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
     )
 
     with gr.Blocks(title="NExT-GPT chat", delete_cache=(1800, 3600)) as demo:
-        gr.Markdown(HEADER)
-        if service.untrained:
-            gr.Markdown(UNTRAINED, elem_id="untrained-notice")
-        chatbot = gr.Chatbot(label="NExT-GPT", height=560, editable="user", buttons=["copy", "copy_all"],
-                             elem_id="chatbot", placeholder="Attach media or type a message to start.")
-        textbox = gr.MultimodalTextbox(
-            file_count="multiple", file_types=["image", "audio", "video"], sources=["upload"],
-            placeholder="Ask anything; attach images, audio or video…", show_label=False, autofocus=True,
-            elem_id="message",
-        )
-        with gr.Row():
-            output = gr.Radio(OUTPUT_CHOICES, value="auto", label="Output",
-                              info="Auto lets the model decide; the others force or forbid media.", scale=3)
-            stop = gr.Button("⏹ Stop", variant="stop", scale=1)
-            clear = gr.Button("🗑 Clear", scale=1)
-            export_btn = gr.Button("⬇ Export", scale=1)
-            download = gr.DownloadButton("Download conversation (.zip)", visible=False, scale=1)
+        gr.HTML(f"<style>{STYLE}</style>", js_on_load=SCRIPT, elem_id="page-style")
+        gr.Markdown(header(cfg), elem_id="header")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3, min_width=340):
+                chatbot = gr.Chatbot(label="NExT-GPT", height=520, editable="user", buttons=["copy", "copy_all"],
+                                     elem_id="chatbot", placeholder="Pick an example, or type a message to start.")
+                textbox = gr.MultimodalTextbox(
+                    file_count="multiple", file_types=["image", "audio", "video"], sources=["upload"],
+                    placeholder="Type a message; attach images, audio or video…", show_label=False,
+                    autofocus=True, elem_id="message",
+                )
+                with gr.Row(elem_id="controls"):
+                    output = gr.Radio(OUTPUT_CHOICES, value="auto", label="Output", scale=4, min_width=300,
+                                      info="Auto lets the model decide; the others force or forbid media.")
+                    stop = gr.Button("Stop", variant="secondary", interactive=False, scale=1, min_width=90,
+                                     elem_id="stop")
+                    download = gr.DownloadButton("Export", interactive=False, scale=1, min_width=110,
+                                                 elem_id="export")
+            with gr.Column(scale=1, min_width=300, elem_id="side"):
+                with gr.Row():
+                    new_chat_btn = gr.Button("New chat", size="sm", min_width=100, elem_id="new-chat")
+                    demo_btn = gr.Button("Multi-turn demo", size="sm", min_width=150, elem_id="multi-turn")
+                shown = examples(cfg.name)
+                example_list = gr.Examples([[e.message, e.output] for e in shown], inputs=[textbox, output],
+                                           example_labels=[e.label for e in shown], examples_per_page=len(shown),
+                                           label="Examples: each starts a new chat", elem_id="examples")
         with gr.Accordion("Settings", open=False):
             with gr.Row():
                 seed = gr.Number(0, label="Seed", precision=0, info="Same seed and settings, same answer.")
@@ -288,35 +302,29 @@ def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
         settings_inputs = [seed, randomize_seed, temperature, top_p, max_new_tokens, image_guidance, image_steps,
                            image_size, video_guidance, video_steps, video_frames, audio_guidance, audio_steps,
                            audio_seconds]
-        with gr.Row():
-            gr.Examples(examples(service.config.name), inputs=[textbox, output], label="Examples: one per direction")
-            demo_btn = gr.Button("▶ Multi-turn demo", scale=0)
-
         model_events = dict(concurrency_limit=1, concurrency_id="model")  # one generation at a time, queued
-        turn = textbox.submit(run_turn, [textbox, chatbot, output, *settings_inputs], [chatbot, textbox],
-                              api_name="chat", **model_events)
-        again = chatbot.retry(retry, [chatbot, output, *settings_inputs], [chatbot, textbox],
-                              api_visibility="undocumented", **model_events)
-        edited = chatbot.edit(edit, [chatbot, output, *settings_inputs], [chatbot, textbox],
-                              api_visibility="undocumented", **model_events)
-        scripted = demo_btn.click(script, [chatbot, *settings_inputs], [chatbot, textbox],
-                                  api_visibility="undocumented", **model_events)
+        quick = dict(queue=False, api_visibility="undocumented")
+        turn_inputs = [textbox, chatbot, output, *settings_inputs]
+        controls = [textbox, stop, download]
+        # Each turn: lock the controls (at once), run (queued), unlock them and refresh the export.
+        turn = textbox.submit(busy, None, controls, **quick).then(
+            run_turn, turn_inputs, [chatbot, textbox], api_name="chat", **model_events)
+        again = chatbot.retry(retry, chatbot, [chatbot, *controls], **quick).then(
+            run_turn, turn_inputs, [chatbot, textbox], api_visibility="undocumented", **model_events)
+        edited = chatbot.edit(edit, chatbot, [chatbot, *controls], **quick).then(
+            run_turn, turn_inputs, [chatbot, textbox], api_visibility="undocumented", **model_events)
+        scripted = demo_btn.click(busy, None, controls, **quick).then(
+            script, [chatbot, *settings_inputs], [chatbot, textbox], api_visibility="undocumented", **model_events)
         running = [turn, again, edited, scripted]
-        # The box unlocks in its own quick event after a turn, as gr.ChatInterface does: a property update inside
-        # the turn rebuilds the component on the turn's time (3 ms). (It locks in the turn's first update: a lock
-        # of its own could land after this unlock.)
         for event in running:
-            event.then(_unlock, None, textbox, queue=False, api_visibility="undocumented")
-        stop.click(_unlock, None, textbox, cancels=running, queue=False, api_visibility="undocumented")
-        chatbot.undo(undo, chatbot, [chatbot, textbox], api_visibility="undocumented", queue=False)
-        clear.click(lambda: ([], gr.DownloadButton(visible=False)), None, [chatbot, download], cancels=running,
-                    queue=False, api_visibility="undocumented")
-        export_btn.click(export, chatbot, download, api_visibility="undocumented")
+            event.then(idle, chatbot, controls, **quick)
+        stop.click(stop_turn, chatbot, [chatbot, *controls], cancels=running, **quick)
+        chatbot.undo(undo, chatbot, [chatbot, textbox, download], **quick)
+        new_chat_btn.click(new_chat, None, [chatbot, *controls], cancels=running, **quick)
+        chatbot.clear(new_chat, None, [chatbot, *controls], cancels=running, **quick)
+        example_list.dataset.click(lambda: new_chat(keep_box=True), None, [chatbot, *controls], cancels=running,
+                                   **quick)
     return configure_queue(demo, settings)
-
-
-def _unlock():
-    return gr.MultimodalTextbox(interactive=True)
 
 
 def configure_queue(blocks: gr.Blocks, settings: AppSettings) -> gr.Blocks:

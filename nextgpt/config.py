@@ -1,8 +1,9 @@
 """One configuration object for every NExT-GPT size.
 
 `NextGPTConfig` describes the whole data flow (encoder -> input projector -> LLM + LoRA -> signal tokens ->
-output projectors -> decoders) plus decoding defaults. The same dataclasses describe the released 7B model
-(`nextgpt-7b-tiva-v0`) and the small random `tiny` model used by the tests; only the numbers differ.
+output projectors -> decoders) plus decoding defaults, and says in words what the model can do. The same
+dataclasses describe the released 7B model (`nextgpt-7b-tiva-v0`) and the small random `tiny` model used by the
+tests; only the numbers differ.
 """
 
 from __future__ import annotations
@@ -111,6 +112,9 @@ class GenerationConfig:
 @dataclass
 class NextGPTConfig:
     name: str = "nextgpt"
+    # What the model can do, in a sentence or two, for the people using it (the chat app shows it). Empty: the
+    # default for the name (`default_description`).
+    description: str = ""
     # The trained parts (projectors, LoRA, embeddings, LM head): a file, or a hub repo id ("repo@revision")
     # holding the official pytorch_model.pt. None = keep the random init (tiny).
     checkpoint: str | None = None
@@ -122,6 +126,9 @@ class NextGPTConfig:
     decoders: dict[str, DecoderConfig] = field(default_factory=dict)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
 
+    def __post_init__(self):
+        self.description = self.description or default_description(self.name)
+
     # --- JSON -------------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -131,6 +138,7 @@ class NextGPTConfig:
         d = dict(d)
         return cls(
             name=d.get("name", "nextgpt"),
+            description=d.get("description", ""),
             checkpoint=d.get("checkpoint"),
             encoder=EncoderConfig(**d.get("encoder", {})),
             llm=LLMConfig(**d.get("llm", {})),
@@ -149,6 +157,25 @@ class NextGPTConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
+def default_description(name: str) -> str:
+    """What a model of this name can do, for configs that do not say: NExT-GPT nano's world, read from the module
+    that declares it; nothing for other names."""
+    if not name.startswith("nextgpt-nano"):
+        return ""
+    from .nano import world
+
+    def listing(words, last="and"):
+        return ", ".join(words[:-1]) + f" {last} {words[-1]}"
+
+    seconds = world.VIDEO_FRAMES / world.VIDEO_FPS
+    return (
+        f"NExT-GPT nano knows one small made-up world and nothing else: {listing([s + 's' for s in world.SHAPES])} "
+        f"in {listing(list(world.COLOURS), 'or')}. It draws such a shape, makes a {seconds:g}-second video of it "
+        f"moving {listing(world.DIRECTIONS, 'or')}, plays the tone of a colour (steady or beeping), and answers "
+        "questions about the pictures, videos and sounds of its world."
+    )
+
+
 # --- presets ---------------------------------------------------------------------------------------------------
 
 
@@ -156,6 +183,11 @@ def nextgpt_7b_tiva_v0() -> NextGPTConfig:
     """The released checkpoint: ImageBind-huge, Vicuna-7B v0 + LoRA, SD 1.5, Zeroscope v2 576w, AudioLDM-l-full."""
     return NextGPTConfig(
         name="nextgpt-7b-tiva-v0",
+        description=(
+            "Open domain: the released NExT-GPT 7B (Vicuna-7B with ImageBind) talks about anything, understands "
+            "images, sounds and videos, and makes images (Stable Diffusion 1.5), videos (Zeroscope) and sounds "
+            "(AudioLDM)."
+        ),
         checkpoint="ChocoWu/nextgpt_7b_tiva_v0",
         encoder=EncoderConfig(
             pretrained=None,
@@ -206,6 +238,10 @@ def tiny() -> NextGPTConfig:
     proj = dict(d_model=32, nhead=4, num_encoder_layers=1, num_decoder_layers=1, dim_feedforward=64)
     return NextGPTConfig(
         name="tiny",
+        description=(
+            "Untrained: random weights, for testing the app; its words and media are noise. Start the app with "
+            "--model pointing at a trained model."
+        ),
         encoder=EncoderConfig(model_kwargs=small_trunk),
         llm=LLMConfig(
             llama=dict(

@@ -23,6 +23,9 @@ import torch
 from nextgpt.config import DecoderConfig
 
 MODALITIES = ("image", "video", "audio")
+# Written sounds peak here (-1 dBFS): vocoders overshoot full scale (a Griffin-Lim tone peaked at 2.0), and a
+# player or a resampler needs some headroom.
+AUDIO_PEAK = 10 ** (-1 / 20)
 
 
 class DecoderError(RuntimeError):
@@ -346,7 +349,8 @@ class Decoders:
     # --- render ----------------------------------------------------------------------------------------------
 
     def write(self, media: DecodedMedia, path: str | Path) -> Path:
-        """Write PNG (image), MP4 (video, H.264 at the configured fps) or WAV (audio, float32 as in the demo)."""
+        """Write PNG (image), MP4 (video, H.264 at the configured fps) or WAV (audio, float32 as in the demo, peak
+        normalised to `AUDIO_PEAK`; the gain is recorded in `media.info["gain"]`)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         if media.modality == "image":
@@ -367,7 +371,16 @@ class Decoders:
         elif media.modality == "audio":
             import soundfile
 
-            soundfile.write(str(path), media.data, media.sample_rate, subtype="FLOAT", format="WAV")
+            wave, media.info["gain"] = peak_normalised(media.data)
+            soundfile.write(str(path), wave, media.sample_rate, subtype="FLOAT", format="WAV")
         else:
             raise ValueError(f"cannot write media of modality {media.modality!r}")
         return path
+
+
+def peak_normalised(wave, peak: float = AUDIO_PEAK) -> tuple[np.ndarray, float]:
+    """(the waveform scaled so that its largest sample is `peak`, the gain); silence is left as it is."""
+    wave = np.nan_to_num(np.asarray(wave, dtype=np.float32))
+    loudest = float(np.abs(wave).max()) if wave.size else 0.0
+    gain = peak / loudest if loudest > 1e-6 else 1.0
+    return (wave * np.float32(gain)).astype(np.float32), round(gain, 6)

@@ -40,10 +40,6 @@ class ChatService:
     def config(self):
         return self.model.config
 
-    @property
-    def untrained(self) -> bool:
-        return self.model.config.name == "tiny"
-
     def warm_up(self) -> None:
         """Load the decoders now rather than on the first request that needs one."""
         for modality in self.model.config.decoders:

@@ -16,7 +16,7 @@ def _history(img: str):
         {"role": "user", "content": [{"type": "text", "text": "What is this?"}]},
         {"role": "assistant", "content": "A bird."},
         {"role": "assistant", "content": {"path": img}},
-        {"role": "assistant", "content": "", "metadata": {"title": "🖼️ image · seed 1"}},
+        {"role": "assistant", "content": "", "metadata": {"title": "image · seed 1"}},
         {"role": "assistant", "content": [{"type": "text", "text": ""}], "metadata": {"title": "Signal tokens: none"}},
         {"role": "user", "content": "Make it blue."},
     ]
@@ -56,7 +56,7 @@ def test_export_zip_has_conversation_and_media(tmp_path):
         media = [n for n in z.namelist() if n.startswith("media/")]
         assert len(media) == 2 and z.read(media[0]) == b"png-bytes"
     assert conv["messages"][0]["content"][0]["type"] == "image"
-    assert conv["messages"][4]["note"].startswith("🖼️")
+    assert conv["messages"][4]["note"].startswith("image · seed")
     assert Path(path).name.endswith(".zip")
 
 
@@ -70,3 +70,49 @@ def test_settings_default_to_nano_and_one_intra_op_thread(monkeypatch):
     monkeypatch.setenv("NEXTGPT_THREADS", "0")
     assert AppSettings.from_args([]).threads == 0
     assert AppSettings.from_args(["--threads", "2"]).threads == 2
+
+
+def _as_gradio_sends_it(history):
+    """Text content as Gradio hands it back to a handler: a list of typed blocks."""
+    return [{**m, "content": [{"type": "text", "text": m["content"]}]} if isinstance(m["content"], str) else m
+            for m in history]
+
+
+def test_stop_turns_a_medium_in_the_making_into_a_note_and_drops_its_text():
+    from demo.answer import note, stopped
+
+    before = [{"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello."},
+              note("Signal tokens: none (a text-only answer)")]
+    making = before + [
+        {"role": "user", "content": "Make a video of a blue square moving up."},
+        {"role": "assistant", "content": "Here is the animation:"},
+        note("Making a video: step 8 of 20", status="pending"),
+        {"role": "assistant", "content": "I made a blue square moving up."},
+    ]
+    for history in (making, _as_gradio_sends_it(making)):
+        out = stopped(history)
+        assert out[: len(before) + 1] == history[: len(before) + 1]  # earlier turns and the question stay
+        assert out[len(before) + 1:] == [note("Stopped: no video was made", status="done")]
+    # text only: it stays, and the turn says where it was stopped
+    writing = before + [{"role": "user", "content": "Tell me a story."}, {"role": "assistant", "content": "Once"}]
+    assert stopped(writing) == writing + [note("Stopped: the answer ends here", status="done")]
+    waiting = before + [{"role": "user", "content": "Tell me a story."}, {"role": "assistant", "content": "…"}]
+    assert stopped(waiting) == writing[:-1] + [note("Stopped: the answer ends here", status="done")]
+    # a medium already made stays with its text; only the one in the making goes
+    image = {"role": "assistant", "content": {"path": "/tmp/x.png"}}
+    mixed = before + [{"role": "user", "content": "Both."}, {"role": "assistant", "content": "A picture:"}, image,
+                      note("image · seed 1", status="done"), {"role": "assistant", "content": "And a sound:"},
+                      note("Making a sound: starting", status="pending")]
+    assert stopped(mixed) == mixed[:-2] + [note("Stopped: no sound was made", status="done")]
+    # a finished turn (and Stop twice) changes nothing
+    assert stopped(before) == before and stopped(stopped(writing)) == stopped(writing) and stopped([]) == []
+
+
+def test_a_refused_message_is_noted_apart_from_the_answer_before():
+    from demo.answer import refused
+
+    attempt, reason = refused("What is this?", ["/tmp/up/photo.jpg"], "photo.jpg: not a readable image")
+    assert attempt["role"] == "user" and attempt["metadata"]["title"] == "Not sent (with photo.jpg)"
+    assert reason["role"] == "assistant" and reason["metadata"]["title"].startswith("Could not use your message")
+    assert to_messages([{"role": "user", "content": "Hi."}, attempt, reason], []) == to_messages(
+        [{"role": "user", "content": "Hi."}], [])  # neither reaches the model

@@ -6,10 +6,11 @@ import dataclasses
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from nextgpt.config import tiny
-from nextgpt.decoders import DecodedMedia, Decoders, DecoderError
+from nextgpt.decoders import AUDIO_PEAK, DecodedMedia, Decoders, DecoderError, peak_normalised
 
 COND_DIMS = {"image": 32, "video": 32, "audio": 32}
 SHAPES = {"image": (1, 77, 32), "video": (1, 77, 32), "audio": (1, 32)}  # what the output projectors produce
@@ -82,7 +83,8 @@ def test_decode_and_write(decoders, configs, modality, tmp_path):
         wav, rate = soundfile.read(str(path), dtype="float32")
         assert rate == cfg.sample_rate
         assert abs(len(wav) / rate - cfg.audio_length_s) <= 0.01  # within one 10 ms mel frame
-        np.testing.assert_allclose(wav, media.data)
+        np.testing.assert_allclose(wav, media.data * media.info["gain"], rtol=1e-5)
+        assert np.abs(wav).max() == pytest.approx(AUDIO_PEAK, rel=1e-5)  # normalised, with headroom
 
 
 @pytest.mark.parametrize("modality", ["image", "video", "audio"])
@@ -178,3 +180,16 @@ def test_odd_video_sizes_are_padded_for_yuv420p(decoders, tmp_path):
     with VideoFileClip(str(path)) as clip:
         assert tuple(clip.size) == (32, 34)
     assert media.info["padded_to"] == (32, 34)
+
+
+def test_written_sounds_never_clip(decoders, tmp_path):
+    """A vocoder that overshoots full scale (2.0), or one that whispers, is written peaking at -1 dBFS."""
+    rate = 16000
+    t = np.arange(rate, dtype=np.float32) / rate
+    for amplitude in (2.0, 0.01):
+        tone = DecodedMedia("audio", amplitude * np.sin(2 * np.pi * 440 * t), sample_rate=rate)
+        wav, _ = sf.read(str(decoders.write(tone, tmp_path / f"{amplitude}.wav")), dtype="float32")
+        assert np.abs(wav).max() == pytest.approx(AUDIO_PEAK, rel=1e-5) and AUDIO_PEAK < 1
+        assert tone.info["gain"] == pytest.approx(AUDIO_PEAK / amplitude, rel=1e-4)
+    silence, gain = peak_normalised(np.zeros(100))
+    assert gain == 1.0 and not silence.any()

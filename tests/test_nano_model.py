@@ -112,3 +112,16 @@ def test_recipe_widens_the_lora_before_stage_3_only(tmp_path, monkeypatch):
     trained.clear()
     nano_model.main(["--runs", str(tmp_path), "--no-ship", "--only", "4", "--start", "assets/nano"])
     assert [(c.stage, c.model) for c in trained] == [(3, "assets/nano")]
+
+
+def test_the_config_says_what_the_model_can_do():
+    """The app's header reads it: nano's world (also for a saved config without the field), open domain for 7B."""
+    from nextgpt.config import get_preset
+
+    shipped = NextGPTConfig.load(SHIPPED["nano"] / "config.json")
+    for word in [*W.COLOURS, *W.SHAPES, *W.DIRECTIONS, *W.RHYTHMS]:
+        assert word in shipped.description, word
+    assert nano_model.nano_config(SHIPPED["nano"]).description == shipped.description
+    assert NextGPTConfig.from_dict(shipped.to_dict()).description == shipped.description
+    assert get_preset("nextgpt-7b-tiva-v0").description.startswith("Open domain")
+    assert get_preset("tiny").description.startswith("Untrained")
