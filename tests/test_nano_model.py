@@ -10,7 +10,7 @@ import pytest
 from nextgpt.config import DEFAULT_MODEL, SHIPPED, NextGPTConfig
 from nextgpt.conversation import Message
 from nextgpt.eval import read_media
-from nextgpt.media import Media
+from nextgpt.media import Media, guess_modality
 from nextgpt.nano import oracles
 from nextgpt.nano import world as W
 from nextgpt.train import nano_model
@@ -125,3 +125,60 @@ def test_the_config_says_what_the_model_can_do():
     assert NextGPTConfig.from_dict(shipped.to_dict()).description == shipped.description
     assert get_preset("nextgpt-7b-tiva-v0").description.startswith("Open domain")
     assert get_preset("tiny").description.startswith("Untrained")
+
+
+# --- talking freely (the talk stage) ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("prompt, modality, truth", [
+    ("hey, could you paint me one yellow square sitting at the right?", "image",
+     {"colour": "yellow", "shape": "square", "position": "right"}),
+    ("i want a clip of a purple triangle going down", "video", {"colour": "purple", "direction": "down"}),
+    ("let me hear the note of cyan, held steadily", "audio", {"colour": "cyan", "rhythm": "steady"}),
+])
+def test_free_wording_is_routed_and_drawn(nano, tmp_path, prompt, modality, truth):
+    result = _ask(nano, tmp_path, prompt)
+    assert [m.modality for m in result.media] == [modality]
+    read = read_media(modality, result.media[0].path)
+    assert {a: read.get(a) for a in truth} == truth
+
+
+@pytest.mark.parametrize("prompt", ["Draw a giraffe.", "What is the capital of Italy?", "hello! who are you?",
+                                    "Paint a pink hexagon."])
+def test_outside_the_world_it_says_what_it_can_do(nano, tmp_path, prompt):
+    from nextgpt.nano import talk
+
+    result = _ask(nano, tmp_path, prompt)
+    assert not result.media and talk.CAPABILITY_MARK in result.text
+
+
+def test_a_photo_is_not_taken_for_a_shape(nano, tmp_path):
+    from pathlib import Path
+
+    from nextgpt.nano import talk
+
+    photo = Path(__file__).resolve().parents[1] / "assets" / "examples" / "bird_image.jpg"
+    result = _ask(nano, tmp_path, Media("image", str(photo)), "What is in this picture?")
+    assert not result.media and talk.UPLOAD_MARK in result.text
+
+
+def _what(result) -> list:
+    """What an answer made and said: each medium with the attributes the oracles read, or the text's attributes."""
+    keys = ("colour", "shape", "position", "direction", "rhythm")
+    if result.media:
+        return [(m.modality, {k: v for k, v in read_media(m.modality, m.path).items() if k in keys})
+                for m in result.media]
+    return [("text", oracles.caption_attributes(result.text))]
+
+
+def test_examples_one_after_another_answer_as_in_a_fresh_chat(nano, tmp_path):
+    """The app's examples clicked in turn in one chat: each answer makes and names what it does in a fresh chat."""
+    from demo.examples import examples
+
+    history = []
+    for message, _ in examples(nano.config.name):
+        parts = [*[Media(guess_modality(f), f) for f in message["files"]], message["text"]]
+        fresh = nano.generate([Message("user", parts)], seed=0, out_dir=tmp_path / "fresh")
+        history.append(Message("user", parts))
+        chained = nano.generate(history, seed=0, out_dir=tmp_path / "chained")
+        history.append(Message("assistant", [chained.text, *[Media(m.modality, m.path) for m in chained.media]]))
+        assert _what(chained) == _what(fresh), message["text"]

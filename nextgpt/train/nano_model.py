@@ -38,7 +38,7 @@ class NanoStages:
     """
 
     kind: dict[int, int] = field(default_factory=lambda: {1: 1, 2: 2, 3: 3, 4: 3})  # which of the three stages
-    steps: dict[int, int] = field(default_factory=lambda: {1: 4000, 2: 3000, 3: 16000, 4: 5000})
+    steps: dict[int, int] = field(default_factory=lambda: {1: 4000, 2: 3000, 3: 16000, 4: 3000})
     batch_size: dict[int, int] = field(default_factory=lambda: {1: 16, 2: 16, 3: 10, 4: 10})
     lr: dict[int, float] = field(default_factory=lambda: {1: 1e-3, 2: 1e-3, 3: 3e-4, 4: 3e-4})
     lora: dict[int, bool] = field(default_factory=lambda: {1: True, 2: False, 3: True, 4: True})
