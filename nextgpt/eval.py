@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .config import MODALITIES
 from .conversation import Message
-from .media import Media
+from .media import Media, guess_modality
 
 OUTPUT_ATTRIBUTES = {"image": ("colour", "shape", "position"), "video": ("colour", "shape", "direction"),
                      "audio": ("colour", "rhythm")}
@@ -37,6 +37,10 @@ DIRECTION_NAMES = {
     "edit_image": "multi-turn edit (image)", "edit_video": "multi-turn edit (video)",
     "edit_audio": "multi-turn edit (audio)", "chain": "multi-turn chain",
 }
+
+
+def _mean(xs) -> float:
+    return sum(xs) / len(xs) if xs else float("nan")
 
 
 def read_media(modality: str, path: str) -> dict:
@@ -129,16 +133,15 @@ def evaluate_model(model, world: str | Path, split: str = "test", limit: int | N
             scores["edits (last turn)"].append(float(last_ok))
         if log and (n + 1) % 20 == 0:
             log(f"{n + 1}/{len(dialogues)} dialogues")
-    mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
     return {
         "split": split,
         "dialogues": len(dialogues),
-        "tasks": {t: {"name": DIRECTION_NAMES.get(t, t), "turns": len(v), "all_correct": mean(v)}
+        "tasks": {t: {"name": DIRECTION_NAMES.get(t, t), "turns": len(v), "all_correct": _mean(v)}
                   for t, v in sorted(scores.items())},
-        "attributes": {k: mean(v) for k, v in sorted(attr_scores.items())},
-        "routing": mean(routing),
+        "attributes": {k: _mean(v) for k, v in sorted(attr_scores.items())},
+        "routing": _mean(routing),
         "assistant_turns": len(turn_times),
-        "seconds_per_turn": mean(turn_times),
+        "seconds_per_turn": _mean(turn_times),
         "failures": failures,
     }
 
@@ -182,10 +185,10 @@ def evaluate_talk(model, world: str | Path, split: str = "test", limit: int | No
             wanted = {m["modality"] for m in turn["media"]}
             move = turn["move"]
             upload = [m["name"] for t in d["conversation"][k - 1:k] for m in t["media"]]
-            keys = [move if len(move) == 3 and "t" in move else "cross" if len(move) == 3 else move]
+            keys = ["cross" if len(move) == 3 and "t" not in move else move]  # i2a, v2i, ... are one row
             if move.startswith("t2") and k > 1:
                 keys.append("switch")
-            if upload and (move in ("i2t", "v2t", "a2t") or (len(move) == 3 and "t" not in move)):
+            if upload and keys[0] in ("i2t", "v2t", "a2t", "cross"):
                 keys.append("uploads as made by people" if upload[0].startswith("talk_") else "uploads as rendered")
             ok = set(made) == wanted
             for key in keys:
@@ -208,9 +211,8 @@ def evaluate_talk(model, world: str | Path, split: str = "test", limit: int | No
                                                                              for a, v in said.items())))
             elif turn["kind"] == "answer":
                 about = turn["about"]
-                truth = attrs[about] if about not in generated else read_media(
-                    {"png": "image", "mp4": "video", "wav": "audio"}[generated[about].rsplit(".", 1)[1]],
-                    generated[about])
+                truth = attrs[about] if about not in generated else read_media(guess_modality(generated[about]),
+                                                                                generated[about])
                 said = oracles.caption_attributes(result.text)
                 ok = ok and all(said.get(a) == truth.get(a) for a in turn["asks"]) and all(
                     truth.get(a) in (None, v) for a, v in said.items())
@@ -226,9 +228,8 @@ def evaluate_talk(model, world: str | Path, split: str = "test", limit: int | No
             history.append(Message("assistant", [result.text, *[Media(x.modality, x.path) for x in result.media]]))
         if log and (n + 1) % 20 == 0:
             log(f"{n + 1}/{len(dialogues)} dialogues")
-    mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
     return {"split": split, "dialogues": len(dialogues),
-            "rows": {k: {"turns": len(v), "all_correct": mean(v), "routing": mean(routing.get(k, []))}
+            "rows": {k: {"turns": len(v), "all_correct": _mean(v), "routing": _mean(routing.get(k, []))}
                      for k, v in sorted(rows.items())},
             "failures": failures}
 
@@ -318,8 +319,6 @@ def _thumbs(modality: str, path: str, size: int = 64) -> list:
 def render_grid(model, out: str | Path, examples_dir: str | Path, seed: int = 0) -> Path:
     """Each GRID_PROMPTS row through the model: prompt and answer text, the attachment, and what it generated."""
     from PIL import Image, ImageDraw
-
-    from .media import guess_modality
 
     size, text_w, gap = 64, 430, 6
     rows = []

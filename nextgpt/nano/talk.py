@@ -681,10 +681,6 @@ class _Talk:
                 "conversation": self.turns}
 
 
-def _cap(text: str) -> str:
-    return text[:1].upper() + text[1:]
-
-
 def _make(t: _Talk, modality: str, attrs: dict | None = None, text: str | None = None) -> dict:
     """The user asks for a new item (free wording), the model makes it."""
     attrs = attrs or W.random_attributes(modality, t.rng)
