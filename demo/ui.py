@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import tempfile
+import threading
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -117,6 +118,28 @@ def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
     allowed_roots = [Path(tempfile.gettempdir()).resolve(), outputs_dir.resolve(),
                      (Path(__file__).resolve().parents[1] / "assets").resolve()]
     limits = service.limits
+    # Stop asks the session's running turn to end rather than cancelling it: the turn's own last update is then the
+    # stopped chat, so no update already on its way to the browser can land after it. One flag per running turn.
+    stops: dict[str, threading.Event] = {}
+
+    def arm(request: gr.Request) -> None:
+        stops[request.session_hash] = threading.Event()
+
+    def until_stopped(updates, request: gr.Request):
+        """A turn's updates, until Stop: then the turn is closed and its last update is the chat as Stop leaves it."""
+        stop = stops.get(request.session_hash) or threading.Event()
+        last = None
+        try:
+            for last in updates:
+                if stop.is_set():
+                    break
+                yield last
+        finally:
+            updates.close()
+            if stops.get(request.session_hash) is stop:
+                del stops[request.session_hash]
+        if stop.is_set() and last is not None:
+            yield stopped(last[0]), None
 
     def run_turn(message, history, output, seed, randomize_seed, temperature, top_p, max_new_tokens,
                  image_guidance, image_steps, image_size, video_guidance, video_steps, video_frames,
@@ -190,30 +213,36 @@ def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
             _poll_every(demo, settings.queue_poll_s)
         yield history + answer.messages(), None
 
-    run_turn = _gpu(run_turn)
+    gpu_turn = _gpu(run_turn)
 
-    def retry(history):
+    def stoppable_turn(request: gr.Request, *inputs):
+        yield from until_stopped(gpu_turn(*inputs), request)
+
+    def retry(history, request: gr.Request):
         """Retry: the last user message goes back into the (locked) box, and the turn runs again from there."""
         before, message = split_last_turn(history)
-        return before, *busy(message)
+        return before, *busy(request, message)
 
-    def edit(history, edit_data: gr.EditData):
+    def edit(history, edit_data: gr.EditData, request: gr.Request):
         index = edit_data.index[0] if isinstance(edit_data.index, (list, tuple)) else edit_data.index
-        return history[:index], *busy({"text": edit_data.value, "files": []})
+        return history[:index], *busy(request, {"text": edit_data.value, "files": []})
 
     def undo(history):
         before, message = split_last_turn(history)
         return before, gr.MultimodalTextbox(value=message, interactive=True), export(before)
 
-    def script(history, *settings_values):
-        """A scripted multi-turn conversation for presenters: each turn runs on the answer before it, with the output
-        its script gives (the Output radio is not an input here)."""
+    def script_turns(history, settings_values):
         for message, output in scripted_turns(service.config.name):
             last = list(history)
-            for last, _ in run_turn(message, history, output, *settings_values):
+            for last, _ in gpu_turn(message, history, output, *settings_values):
                 yield last, None  # the box stays locked (`busy`) until the whole script is done
             history = last
         yield history, None
+
+    def script(request: gr.Request, history, *settings_values):
+        """A scripted multi-turn conversation for presenters: each turn runs on the answer before it, with the output
+        its script gives (the Output radio is not an input here). Stop ends the whole script."""
+        yield from until_stopped(script_turns(history, settings_values), request)
 
     def export(history):
         """Export always holds the conversation as it is now: refreshed whenever a turn ends or the chat changes."""
@@ -223,7 +252,8 @@ def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
         return gr.DownloadButton(value=export_zip(history, folder), interactive=True)
 
     # While a turn runs, the box is locked, Stop is live and Export waits for the turn's end; `idle` undoes it.
-    def busy(message=None):
+    def busy(request: gr.Request, message=None):
+        arm(request)
         box = gr.MultimodalTextbox(interactive=False) if message is None else gr.MultimodalTextbox(
             value=message, interactive=False)
         return box, gr.Button(variant="stop", interactive=True), gr.DownloadButton(interactive=False)
@@ -231,9 +261,10 @@ def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
     def idle(history):
         return gr.MultimodalTextbox(interactive=True), calm_stop(), export(history)
 
-    def stop_turn(history):
-        history = stopped(history)
-        return history, *idle(history)
+    def stop_turn(request: gr.Request):
+        if request.session_hash in stops:
+            stops[request.session_hash].set()
+        return calm_stop()
 
     def new_chat(keep_box: bool = False):
         """An empty chat; an example's click keeps the box, which the example fills."""
@@ -308,17 +339,17 @@ def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
         controls = [textbox, stop, download]
         # Each turn: lock the controls (at once), run (queued), unlock them and refresh the export.
         turn = textbox.submit(busy, None, controls, **quick).then(
-            run_turn, turn_inputs, [chatbot, textbox], api_name="chat", **model_events)
+            stoppable_turn, turn_inputs, [chatbot, textbox], api_name="chat", **model_events)
         again = chatbot.retry(retry, chatbot, [chatbot, *controls], **quick).then(
-            run_turn, turn_inputs, [chatbot, textbox], api_visibility="undocumented", **model_events)
+            stoppable_turn, turn_inputs, [chatbot, textbox], api_visibility="undocumented", **model_events)
         edited = chatbot.edit(edit, chatbot, [chatbot, *controls], **quick).then(
-            run_turn, turn_inputs, [chatbot, textbox], api_visibility="undocumented", **model_events)
+            stoppable_turn, turn_inputs, [chatbot, textbox], api_visibility="undocumented", **model_events)
         scripted = demo_btn.click(busy, None, controls, **quick).then(
             script, [chatbot, *settings_inputs], [chatbot, textbox], api_visibility="undocumented", **model_events)
         running = [turn, again, edited, scripted]
         for event in running:
             event.then(idle, chatbot, controls, **quick)
-        stop.click(stop_turn, chatbot, [chatbot, *controls], cancels=running, **quick)
+        stop.click(stop_turn, None, stop, **quick)
         chatbot.undo(undo, chatbot, [chatbot, textbox, download], **quick)
         new_chat_btn.click(new_chat, None, [chatbot, *controls], cancels=running, **quick)
         chatbot.clear(new_chat, None, [chatbot, *controls], cancels=running, **quick)

@@ -272,6 +272,19 @@ def test_multi_turn_demo_keeps_the_box_locked_until_its_last_turn(page, size):
     shot(page, "multi-turn", size)
 
 
+def test_stop_ends_the_whole_multi_turn_demo(page, size):
+    new_chat(page)
+    page.locator("#multi-turn").click()
+    page.wait_for_function("() => document.querySelector('#chatbot').innerText.includes('Signal tokens:')",
+                           timeout=TURN_S)
+    page.locator("#stop").click()
+    wait_idle(page)
+    shown = page.locator("#chatbot").inner_text()
+    time.sleep(2.0)  # no later scripted turn starts after Stop
+    assert page.locator("#chatbot").inner_text() == shown
+    assert shown.count("Signal tokens:") < 3 and "Stopped" in shown.split("Signal tokens:")[-1]
+
+
 def test_a_refused_message_gets_its_own_note(page, size, tmp_path):
     new_chat(page)
     click_example(page, "Play a beeping yellow tone.")
