@@ -8,8 +8,10 @@ from nextgpt.nano import world as W
 from nextgpt.train import data
 
 # Phrases that only the held-out side of the grammar has.
-HELD_OUT_ONLY = ("let me see", "i'd love", "could i get", "let me watch", "let's hear", "gliding", "dead centre",
-                 "stuttering", "pulsating", "artwork", "short film", "in the very middle", "can you tell me where it")
+# The held-out side is new templates and new combinations of trained words, not words never trained on.
+HELD_OUT_ONLY = ("let me see", "i'd love", "could i get", "let me watch", "let's hear", "gliding towards", "dead centre",
+                 "short and choppy", "long and steady", "still picture", "film clip", "in the very middle",
+                 "can you tell me where it", "as one constant note", "audio tone")
 
 
 def _pools():

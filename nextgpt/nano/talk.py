@@ -54,8 +54,13 @@ CAPABILITIES = ("I only know single shapes: circles, squares, triangles and star
 # --- grammar ---------------------------------------------------------------------------------------------------
 # Each table is {"train": (...), "held_out": (...)}; the in-distribution side draws from train only.
 
-SHAPE_WORDS = {"circle": ("circle", "circle", "disc", "dot", "round shape"), "square": ("square", "square", "box"),
-               "triangle": ("triangle",), "star": ("star",)}
+SHAPE_WORDS = {"circle": ("circle", "circle", "circle", "disc", "dot", "round shape", "ball", "disk", "circle shape"),
+               "square": ("square", "square", "square", "box", "block", "square shape", "tile"),
+               "triangle": ("triangle", "triangle", "triangle shape", "triangular shape"),
+               "star": ("star", "star", "star shape", "five-pointed star")}
+# Colour words people use besides the world's own; the answers always use the world's word.
+COLOUR_WORDS = {c: (c, c, c) for c in W.COLOURS} | {"purple": ("purple", "purple", "violet"),
+                                                  "cyan": ("cyan", "cyan", "aqua")}
 POSITION_WORDS = {
     "left": {"train": ("on the left", "at the left", "on the left side", "on the left-hand side", "in the left third",
                        "to the left", "left side", "over on the left", "in the left part", "at the left edge"),
@@ -71,35 +76,46 @@ POSITION_WORDS = {
 MOVE_WORDS = {
     "left": {"train": ("moving left", "moving to the left", "going left", "heading left", "sliding left",
                        "travelling leftwards", "drifting left", "moving leftwards", "from right to left",
-                       "that moves left", "that goes to the left"),
-             "held_out": ("heading to the left", "gliding left", "that travels left")},
+                       "that moves left", "that goes to the left", "gliding left", "that travels left", "floating left",
+                       "shifting left", "rolling left"),
+             "held_out": ("heading to the left", "gliding towards the left", "travelling over to the left")},
     "right": {"train": ("moving right", "moving to the right", "going right", "heading right", "sliding right",
                         "travelling rightwards", "drifting right", "moving rightwards", "from left to right",
-                        "that moves right", "that goes to the right"),
-              "held_out": ("heading to the right", "gliding right", "that travels right")},
+                        "that moves right", "that goes to the right", "gliding right", "that travels right",
+                        "floating right", "shifting right", "rolling right"),
+              "held_out": ("heading to the right", "gliding towards the right", "travelling over to the right")},
     "up": {"train": ("moving up", "moving upwards", "going up", "rising", "floating up", "climbing", "heading up",
-                     "from bottom to top", "that rises", "that moves up", "flying up"),
-           "held_out": ("drifting upwards", "gliding up", "that goes up")},
+                     "from bottom to top", "that rises", "that moves up", "flying up", "gliding up", "that goes up",
+                     "ascending", "soaring", "that travels up"),
+           "held_out": ("drifting upwards", "gliding upwards", "travelling up to the top")},
     "down": {"train": ("moving down", "moving downwards", "going down", "falling", "sinking", "dropping",
-                       "descending", "from top to bottom", "that falls", "that moves down", "heading down"),
-             "held_out": ("drifting downwards", "gliding down", "that goes down")},
+                       "descending", "from top to bottom", "that falls", "that moves down", "heading down",
+                       "gliding down", "that goes down", "plunging", "that travels down"),
+             "held_out": ("drifting downwards", "gliding downwards", "travelling down to the bottom")},
 }
-RHYTHM_ADJ = {"steady": {"train": ("steady", "continuous", "constant", "sustained", "long", "unbroken", "smooth"),
-                         "held_out": ("even", "uninterrupted")},
-              "beeping": {"train": ("beeping", "pulsing", "intermittent", "pulsed", "staccato", "choppy", "repeating"),
-                          "held_out": ("stuttering", "pulsating")}}
+RHYTHM_ADJ = {"steady": {"train": ("steady", "continuous", "constant", "sustained", "long", "unbroken", "smooth",
+                                   "even", "uninterrupted", "flat", "stable", "non-stop", "held", "solid"),
+                         "held_out": ("long and steady", "smooth, constant")},
+              "beeping": {"train": ("beeping", "pulsing", "intermittent", "pulsed", "staccato", "choppy", "repeating",
+                                    "stuttering", "pulsating", "blinking", "bleeping", "broken", "on-off", "rhythmic"),
+                          "held_out": ("short and choppy", "pulsing, intermittent")}}
 RHYTHM_ADV = {"steady": {"train": ("held steadily", "without breaks", "continuously", "steadily", "as one long tone",
-                                   "constantly", "without stopping"),
-                         "held_out": ("held without a break", "nice and steady")},
+                                   "constantly", "without stopping", "held without a break", "nice and steady", "with no gaps",
+                                   "evenly", "without a pause"),
+                         "held_out": ("steadily without stopping", "as one constant note")},
               "beeping": {"train": ("on and off", "in short beeps", "as beeps", "in pulses", "intermittently",
-                                    "beeping", "pulsing"),
-                          "held_out": ("as a series of beeps", "in little pulses")}}
-MEDIUM_NOUNS = {"image": {"train": ("picture", "image", "drawing", "painting", "sketch", "illustration", "pic"),
-                          "held_out": ("artwork", "still image")},
-                "video": {"train": ("video", "clip", "animation", "movie", "footage", "short video", "gif"),
-                          "held_out": ("short film", "video clip")},
-                "audio": {"train": ("sound", "tone", "note", "beep", "audio", "sound clip", "hum"),
-                          "held_out": ("noise", "audio clip")}}
+                                    "beeping", "pulsing", "as a series of beeps", "in little pulses", "in bursts", "with gaps",
+                                    "stop and start"),
+                          "held_out": ("in short pulses", "as little beeps on and off")}}
+MEDIUM_NOUNS = {"image": {"train": ("picture", "image", "drawing", "painting", "sketch", "illustration", "pic",
+                                    "artwork", "still image", "photo", "graphic", "art"),
+                          "held_out": ("still picture", "painted picture")},
+                "video": {"train": ("video", "clip", "animation", "movie", "footage", "short video", "gif",
+                                    "short film", "video clip", "film", "cartoon", "animated clip"),
+                          "held_out": ("film clip", "animated video")},
+                "audio": {"train": ("sound", "tone", "note", "beep", "audio", "sound clip", "hum", "noise",
+                                    "audio clip", "chime", "pitch", "buzz"),
+                          "held_out": ("audio tone", "note sound")}}
 # Object phrases. {a} article, {c} colour, {s} shape word, {pos} position, {dir} motion, {r} rhythm adjective,
 # {rr} rhythm adverb.
 OBJECTS = {
@@ -309,8 +325,8 @@ def _typo(word: str, rng) -> str:
 
 def roughen(text: str, rng) -> str:
     """How people type: case, punctuation, filler and small typos (never in an attribute word)."""
-    protected = set(W.COLOURS) | set(W.SHAPES) | {"left", "right", "up", "down", "centre", "center", "middle",
-                                                  "steady", "beeping"}
+    protected = set(W.COLOURS) | set(W.SHAPES) | {"violet", "aqua", "left", "right", "up", "down", "centre",
+                                                  "center", "middle", "steady", "beeping"}
     words = text.split(" ")
     if rng.uniform() < 0.15:
         k = int(rng.integers(len(words)))
@@ -327,7 +343,8 @@ def roughen(text: str, rng) -> str:
 
 def _words(modality: str, attrs: dict, phrasing: str, rng) -> dict:
     s = attrs.get("shape", "")
-    slots = {"c": attrs.get("colour", ""), "s": _pick(rng, SHAPE_WORDS[s]) if s else ""}
+    c = attrs.get("colour", "")
+    slots = {"c": _pick(rng, COLOUR_WORDS[c]) if c else "", "s": _pick(rng, SHAPE_WORDS[s]) if s else ""}
     if "position" in attrs:
         slots["pos"] = _side(POSITION_WORDS[attrs["position"]], phrasing, rng)
     if "direction" in attrs:

@@ -38,15 +38,17 @@ class NanoStages:
     """
 
     kind: dict[int, int] = field(default_factory=lambda: {1: 1, 2: 2, 3: 3, 4: 3})  # which of the three stages
-    steps: dict[int, int] = field(default_factory=lambda: {1: 4000, 2: 3000, 3: 16000, 4: 3000})
+    steps: dict[int, int] = field(default_factory=lambda: {1: 4000, 2: 3000, 3: 16000, 4: 4000})
     batch_size: dict[int, int] = field(default_factory=lambda: {1: 16, 2: 16, 3: 10, 4: 10})
     lr: dict[int, float] = field(default_factory=lambda: {1: 1e-3, 2: 1e-3, 3: 3e-4, 4: 3e-4})
     lora: dict[int, bool] = field(default_factory=lambda: {1: True, 2: False, 3: True, 4: True})
     # In stage 3, 2 of each 10 examples are T_X pairs (as the official stage 3 blended its T2X sets in), and the
     # rare X -> video dialogues repeat, so the video projector learns to carry a shape read from other media.
     pair_mix: dict[int, float] = field(default_factory=lambda: {1: 0.0, 2: 0.0, 3: 0.2, 4: 0.1})
-    repeat_tasks: dict[int, str] = field(default_factory=lambda: {1: "", 2: "", 3: "i2v=6,a2v=6,t2v=2", 4: ""})
-    # Stage 4 adds the talk dialogues to the world's: about 60% of its examples are theirs.
+    # In stage 4 the talk's rarer tasks repeat: answers outside the world, and uploads from outside it.
+    repeat_tasks: dict[int, str] = field(default_factory=lambda: {1: "", 2: "", 3: "i2v=6,a2v=6,t2v=2",
+                                                                  4: "outside=2,foreign_upload=4"})
+    # Stage 4 adds the talk dialogues to the world's: about two thirds of its examples are theirs.
     dialogues: dict[int, str] = field(default_factory=lambda: {1: "", 2: "", 3: "dialogues.json",
                                                                 4: "dialogues.json,talk.json"})
     # Stage 3 widens the LoRA, computing the same function (`widen_lora`), from r=8 on attention to r=32 on every
