@@ -72,7 +72,7 @@ def stages(model, repeat: int, tmp: Path) -> dict:
         x = preprocess(Media(m, str(path)))[None]
         out[f"encode {m}"] = timed(lambda: model.encoder.embed(m, x), repeat)
     messages = _turn(model, media=[("image", items["image"])])
-    segments = build_prompt(messages)
+    segments = build_prompt(messages, model.config.llm.tokenization)
     model.embed_prompt(segments)  # fills the encoder's cache: the next line times assembly + projection only
     out["prompt assembly"] = timed(lambda: model.embed_prompt(segments), repeat)
     prompt = model.embed_prompt(segments)
@@ -117,7 +117,7 @@ def wrapper_overhead(model, repeat: int, tmp: Path) -> dict:
 
     def direct():
         with torch.inference_mode():
-            prompt = model.embed_prompt(build_prompt(messages))
+            prompt = model.embed_prompt(build_prompt(messages, model.config.llm.tokenization))
             torch.manual_seed(0)
             processor = SignalRunLogitsProcessor(model.signal_ids, model.media_ids, model._stop_like, force="image",
                                                  max_runs=1, max_new_tokens=cfg.max_new_tokens)

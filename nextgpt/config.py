@@ -38,6 +38,9 @@ class LLMConfig:
     tokenizer: str | None = None  # folder / hub id; defaults to `pretrained`
     hidden_size: int = 4096
     vocab_size: int = 32038  # after the signal tokens are added
+    # How prompts are cut into tokenizer calls (`conversation.build_prompt`): "official" reproduces the ids the
+    # released model was trained on; "joined" tokenizes each run of text between media in one piece.
+    tokenization: str = "joined"
 
 
 @dataclass
@@ -207,6 +210,7 @@ def nextgpt_7b_tiva_v0() -> NextGPTConfig:
             ),
             hidden_size=4096,
             vocab_size=32038,
+            tokenization="official",
         ),
         lora=LoRAConfig(r=32, alpha=32, dropout=0.1, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]),
         signal=SignalTokenConfig(first_id=32000),

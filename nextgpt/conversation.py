@@ -18,6 +18,8 @@ HUMAN = "### Human: "
 NEXT_HUMAN = " Human: "  # follows the "\n###" that closes an assistant turn
 ASSISTANT = "\n### Assistant:"
 TURN_END = "\n###"
+TOKENIZATIONS = ("joined", "official")
+MEDIA_SLOT = -200  # stands for a media item's embedding in token ids (LLaVA's IMAGE_TOKEN_INDEX)
 
 
 @dataclass
@@ -71,29 +73,39 @@ def _parts(content: list[Part]) -> list[Segment]:
     return out
 
 
-def build_prompt(messages: list[Message]) -> list[Segment]:
+def build_prompt(messages: list[Message], style: str = "joined") -> list[Segment]:
     """The whole conversation as segments, ending with the open `\\n### Assistant:` the model continues.
+
+    Each text segment is tokenized on its own. `style` says where text is cut (`LLMConfig.tokenization`):
+    - "joined": every run of text between media is one segment;
+    - "official": the pieces the official training tokenized one call each (`### Human: `, then each turn's text
+      with its `\\n### Assistant:` or `\\n###`, later turns opening with `Human: `), and no space next to a media
+      slot, as the slow LLaMA tokenizer of the time stripped spaces around an added token such as `<Img>`.
 
     The last message must be the user's. Earlier media (uploaded or generated) stay in place, so every turn
     re-encodes them, as the released demo does.
     """
+    if style not in TOKENIZATIONS:
+        raise ValueError(f"style must be one of {TOKENIZATIONS}, not {style!r}")
     if not messages or messages[-1].role != "user":
         raise ValueError("the conversation must end with a user message")
-    raw: list[Segment] = []
     expect = "user"
-    for i, msg in enumerate(messages):
+    for msg in messages:
         if msg.role != expect:
             raise ValueError("messages must alternate user / assistant, starting with the user")
+        expect = "assistant" if msg.role == "user" else "user"
+    if style == "official":
+        return _official_segments(messages)
+    raw: list[Segment] = []
+    for i, msg in enumerate(messages):
         if msg.role == "user":
             raw.append(TextSegment(HUMAN if i == 0 else NEXT_HUMAN))
             raw.extend(_parts(msg.content))
             raw.append(TextSegment(ASSISTANT))
-            expect = "assistant"
         else:
             raw.append(TextSegment(" "))
             raw.extend(_parts(msg.content))
             raw.append(TextSegment(TURN_END))
-            expect = "user"
     # Merge neighbouring text so each run of text is tokenised in one piece.
     merged: list[Segment] = []
     for seg in raw:
@@ -102,3 +114,33 @@ def build_prompt(messages: list[Message]) -> list[Segment]:
         else:
             merged.append(seg)
     return merged
+
+
+def _official_segments(messages: list[Message]) -> list[Segment]:
+    """The official training's pieces: `### Human: ` | `{q}\\n### Assistant:` | `{a}\\n###` | `Human: {q}\\n###
+    Assistant:` ..., each media item a slot of its own, spaces beside a slot dropped."""
+    raw: list[Segment] = [TextSegment(HUMAN)]
+    for i, msg in enumerate(messages):
+        turn: list[Part] = [p for p in msg.content if p]
+        if msg.role == "user" and i > 0:
+            turn.insert(0, NEXT_HUMAN.lstrip())
+        turn.append(ASSISTANT if msg.role == "user" else TURN_END)
+        start = len(raw)
+        for p in turn:  # the text of one turn is one tokenizer call, however many parts it has
+            if isinstance(p, str) and len(raw) > start and isinstance(raw[-1], TextSegment):
+                raw[-1] = TextSegment(raw[-1].text + p)
+            else:
+                raw.append(TextSegment(p) if isinstance(p, str) else MediaSegment(p))
+    out: list[Segment] = []
+    for k, seg in enumerate(raw):
+        if isinstance(seg, TextSegment):
+            text = seg.text
+            if k > 0 and isinstance(raw[k - 1], MediaSegment):
+                text = text.lstrip(" ")
+            if k + 1 < len(raw) and isinstance(raw[k + 1], MediaSegment):
+                text = text.rstrip(" ")
+            if not text:
+                continue
+            seg = TextSegment(text)
+        out.append(seg)
+    return out

@@ -21,7 +21,7 @@ from transformers.generation.stopping_criteria import StopStringCriteria
 
 from . import checkpoint as ckpt
 from .config import MODALITIES, PRESETS, SHIPPED, NextGPTConfig, get_preset
-from .conversation import MediaSegment, Message, Segment, TextSegment, build_prompt
+from .conversation import MEDIA_SLOT, MediaSegment, Message, Segment, TextSegment, build_prompt
 from .decoders import DecoderError, Decoders
 from .encoder import Encoder
 from .generation import (
@@ -280,24 +280,33 @@ class NextGPT(nn.Module):
         """Text is only text: special and added tokens typed by a user stay characters."""
         return self.tokenizer(text, add_special_tokens=False, split_special_tokens=True).input_ids
 
+    def prompt_ids(self, segments: list[Segment] | list[Message]) -> list[int]:
+        """Prompt segments (or the messages they come from) -> token ids, each media item as <Img> MEDIA_SLOT
+        </Img>. One tokenizer call per text segment; BOS before the first (and before every one with
+        `generation.bos_per_segment`, as the released demo did)."""
+        if segments and isinstance(segments[0], Message):
+            segments = build_prompt(segments, self.config.llm.tokenization)
+        bos = self.tokenizer.bos_token_id
+        ids: list[int] = []
+        for i, seg in enumerate(segments):
+            if isinstance(seg, TextSegment):
+                if bos is not None and (i == 0 or self.config.generation.bos_per_segment):
+                    ids.append(bos)
+                ids += self.tokenize_text(seg.text)
+            else:
+                ids += [self.media_ids[0], MEDIA_SLOT, self.media_ids[1]]
+        return ids
+
     def embed_prompt(self, segments: list[Segment]) -> torch.Tensor:
         """Prompt segments -> (1, T, hidden) input embeddings; each media item as <Img> feature </Img>."""
         media = [s.media for s in segments if isinstance(s, MediaSegment)]
-        feats = self.encode_media(media) if media else None
-        bos = self.tokenizer.bos_token_id
-        pieces, k = [], 0
+        ids = torch.tensor(self.prompt_ids(segments), dtype=torch.long)
+        slots = ids == MEDIA_SLOT
         table = self.llm.get_input_embeddings()
-        for i, seg in enumerate(segments):
-            if isinstance(seg, TextSegment):
-                ids = self.tokenize_text(seg.text)
-                if bos is not None and (i == 0 or self.config.generation.bos_per_segment):
-                    ids = [bos] + ids
-                pieces.append(self._embed_ids(ids))
-            else:
-                start, end = self._embed_ids(self.media_ids).split(1)
-                pieces += [start, feats[k : k + 1].to(table.weight.device, table.weight.dtype), end]
-                k += 1
-        return torch.cat(pieces)[None]
+        embeds = table(ids.clamp(min=0).to(table.weight.device))
+        if media:
+            embeds[slots.to(embeds.device)] = self.encode_media(media).to(embeds.device, embeds.dtype)
+        return embeds[None]
 
     def signal_hidden(self, prompt_embeds: torch.Tensor, generated: list[int], start: int, n: int) -> torch.Tensor:
         """Last-layer hidden states for the run generated[start:start+n]: (1, n, hidden).
@@ -350,7 +359,7 @@ class NextGPT(nn.Module):
         seed = int(torch.randint(0, 2**31 - 1, (1,)).item()) if seed is None else int(seed)
         cancel = cancel or threading.Event()
         with self._lock:
-            prompt = self.embed_prompt(build_prompt(messages))
+            prompt = self.embed_prompt(build_prompt(messages, self.config.llm.tokenization))
             processor = SignalRunLogitsProcessor(
                 self.signal_ids,
                 never=self.media_ids,

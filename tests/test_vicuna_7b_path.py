@@ -79,3 +79,94 @@ def test_one_any_to_any_turn(release, tmp_path):
     result = model.generate(messages, seed=0, output="video", max_new_tokens=40, out_dir=tmp_path / "out")
     assert [m.modality for m in result.media] == ["video"] and not result.errors
     assert result.signal_tokens == [f"[VID{i}]" for i in range(24)]
+
+
+# --- the official token ids ----------------------------------------------------------------------------------------
+
+
+def slow_llama_tokenizer(vicuna, added: dict[str, int]):
+    """What transformers 4.29's slow LlamaTokenizer gave with `add_special_tokens=False`, the tokenizer the official
+    training used: the text split at added tokens, the spaces beside one stripped, each piece encoded by
+    SentencePiece with its dummy-prefix space. (4.29 stripped newlines there too; no official prompt has one
+    beside `<Img>`, and ours keep the newline of `\\n### Assistant:`.)"""
+    import re
+
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(vicuna / "tokenizer.model"))
+    split = re.compile("(" + "|".join(map(re.escape, added)) + ")")
+
+    def tokenize(text: str) -> list[int]:
+        pieces = [p for p in split.split(text) if p]
+        ids = []
+        for k, p in enumerate(pieces):
+            if p in added:
+                ids.append(added[p])
+                continue
+            if k > 0 and pieces[k - 1] in added:
+                p = p.lstrip(" ")
+            if k + 1 < len(pieces) and pieces[k + 1] in added:
+                p = p.rstrip(" ")
+            ids += sp.encode(p) if p else []
+        return ids
+
+    return tokenize
+
+
+def official_cases(picture):
+    """Each case: the messages, and the strings the official training tokenized one call each for them (media as
+    `<Img><feat></Img>`; the calls of `### Human: ` and of each turn are separate, as in its data code)."""
+    img = Media("image", str(picture))
+    media = "<Img><feat></Img>"
+    return {
+        "media first": ([Message("user", [img, "What is in this image?"])],
+                        [f"### Human: {media} What is in this image?\n### Assistant:"]),
+        "text only": ([Message("user", "Can you show me a picture of a red circle?")],
+                      ["### Human: ", "Can you show me a picture of a red circle?\n### Assistant:"]),
+        "media after text": ([Message("user", ["What is in this image?", img])],
+                             ["### Human: ", f"What is in this image? {media}\n### Assistant:"]),
+        "several media": ([Message("user", [img, img, "What about that one?"])],
+                          [f"### Human: {media} {media} What about that one?\n### Assistant:"]),
+        "multi-turn history": (
+            [Message("user", [img, "What is in this image?"]), Message("assistant", "A blue square moving left."),
+             Message("user", "Please make a sound of rain.")],
+            [f"### Human: {media} What is in this image?\n### Assistant:", "A blue square moving left.\n###",
+             "Human: Please make a sound of rain.\n### Assistant:"]),
+    }
+
+
+@pytest.fixture(scope="module")
+def picture(tmp_path_factory):
+    path = tmp_path_factory.mktemp("media") / "red.png"
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(path)
+    return path
+
+
+@pytest.mark.parametrize("case", ["media first", "text only", "media after text", "several media", "multi-turn history"])
+def test_official_tokenization_gives_the_ids_the_official_training_gave(release, vicuna, picture, case):
+    from nextgpt.conversation import MEDIA_SLOT
+
+    model, _ = release
+    assert model.config.llm.tokenization == "official"  # the 7B preset's default
+    added = {"<Img>": model.media_ids[0], "</Img>": model.media_ids[1], "<feat>": MEDIA_SLOT}
+    slow = slow_llama_tokenizer(vicuna, added)
+    messages, calls = official_cases(picture)[case]
+    official = [model.tokenizer.bos_token_id] + [i for text in calls for i in slow(text)]
+    assert model.prompt_ids(messages) == official
+
+
+def test_joined_tokenization_differs_from_training_by_one_space_token(release, picture, monkeypatch):
+    """The joined prompts tokenize `### Human: ` whole: a `▁` before a media-first turn's `<Img>`, none before
+    the text of a text-only turn, where the official calls had one."""
+    model, _ = release
+    pieces = lambda messages: model.tokenizer.convert_ids_to_tokens(  # noqa: E731
+        [i for i in model.prompt_ids(messages) if i >= 0])
+    cases = official_cases(picture)
+    official = {case: pieces(cases[case][0]) for case in ("media first", "text only")}
+    monkeypatch.setattr(model.config.llm, "tokenization", "joined")
+    joined = {case: pieces(cases[case][0]) for case in ("media first", "text only")}
+    assert official["media first"][:5] == ["<s>", "▁###", "▁Human", ":", "<Img>"]
+    assert joined["media first"][:6] == ["<s>", "▁###", "▁Human", ":", "▁", "<Img>"]
+    assert official["text only"][:6] == ["<s>", "▁###", "▁Human", ":", "▁", "▁Can"]
+    assert joined["text only"][:5] == ["<s>", "▁###", "▁Human", ":", "▁Can"]
+    assert joined["media first"][6:] == official["media first"][5:] and joined["text only"][4:] == official["text only"][5:]

@@ -23,7 +23,7 @@ CORPUS = [
     "Please make a short video of the sea and a sound of rain. Thanks, what about that one?",
     "The quick brown fox jumps over the lazy dog. 0123456789 , . ! ? ' \" ( ) [ ] < > / : ; - _ #",
 ]
-BASE_VOCAB = 400
+BASE_VOCAB = 600
 
 
 def train_sentencepiece(vocab_size: int = BASE_VOCAB) -> bytes:
