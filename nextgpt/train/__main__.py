@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(value, tuple):
             parser.add_argument(f"--{f.name.replace('_', '-')}", nargs="+", default=list(value))
         else:
-            kind = {"max_examples": int, "lora": _yes}.get(f.name, type(value))
+            kind = {"max_examples": int, "lora": _yes, "warmup": int, "recipe": str}.get(f.name, type(value))
             parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=value)
     args = vars(parser.parse_args(argv))
     args["modalities"] = tuple(args["modalities"])

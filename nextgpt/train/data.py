@@ -74,6 +74,19 @@ def read_pairs(root: str | Path, modalities=MODALITIES, split: str | None = "tra
     return out
 
 
+def official_stage1_example(pair: dict, rng: random.Random | None = None) -> list[Piece]:
+    """The official stage 1: `### Human: <Img>[feat]</Img> generate a caption\\n### Assistant:` + caption."""
+    return [Text(HUMAN.rstrip()), Slot(pair["modality"], pair["path"]), Text("generate a caption" + ASSISTANT),
+            Text(pair["caption"] + TURN_END, target=True)]
+
+
+def official_stage2_example(pair: dict, rng: random.Random | None = None) -> list[Piece]:
+    """The official stage 2 echoes the caption: `### Human: {caption}\\n### Assistant: {caption}[IMG0]...`."""
+    caption = pair["caption"]
+    return [Text(HUMAN), Text(caption + ASSISTANT), Text(caption, target=True), Run(pair["modality"], caption),
+            Text(TURN_END, target=True)]
+
+
 def stage1_example(pair: dict, rng: random.Random) -> list[Piece]:
     """Encoder-side alignment: media in, its caption out."""
     m = pair["modality"]
@@ -137,11 +150,36 @@ def merge_text(pieces: list[Piece]) -> list[Piece]:
     return out
 
 
-def stage3_examples(dialogue: dict, root: str | Path) -> list[list[Piece]]:
+def official_turn(pieces: list[Piece], first: bool) -> list[Piece]:
+    """A turn's pieces cut as the official training tokenized them (`conversation.build_prompt`'s "official"
+    style): `### Human: ` its own call, then the turn's text in one call (later turns open with `Human: `, answers
+    with no space), and no space beside a media slot or a signal run."""
+    head, body = pieces[0], pieces[1:]
+    if not first:
+        body, head = [Text(head.text.lstrip(), head.target)] + body, None
+    cut = merge_text(body)
+    out: list[Piece] = [head] if head else []
+    for k, p in enumerate(cut):
+        if isinstance(p, Text):
+            text = p.text
+            if k > 0 and not isinstance(cut[k - 1], Text):
+                text = text.lstrip(" ")
+            if k + 1 < len(cut) and not isinstance(cut[k + 1], Text):
+                text = text.rstrip(" ")
+            if not text:
+                continue
+            p = Text(text, p.target)
+        out.append(p)
+    if head and len(out) > 1 and not isinstance(out[1], Text):
+        out[0] = Text(head.text.rstrip(" "), head.target)
+    return out
+
+
+def stage3_examples(dialogue: dict, root: str | Path, style: str = "joined") -> list[list[Piece]]:
     """One example per assistant turn: the conversation so far as context, that turn as the target.
 
     Earlier assistant media appear as `<Img>` slots, as the app re-encodes them at inference; only the last
-    assistant turn is a target, with its media as signal runs.
+    assistant turn is a target, with its media as signal runs. `style` cuts the text as `build_prompt` does.
     """
     index = _media_index(dialogue, Path(root))
     turns = dialogue["conversation"]
@@ -152,13 +190,11 @@ def stage3_examples(dialogue: dict, root: str | Path) -> list[list[Piece]]:
         pieces: list[Piece] = []
         for i, t in enumerate(turns[: k + 1]):
             if t["from"] == "human":
-                pieces.append(Text(HUMAN if i == 0 else NEXT_HUMAN))
-                pieces += _turn(t, index, as_output=False, target=False)
-                pieces.append(Text(ASSISTANT))
+                turn = [Text(HUMAN if i == 0 else NEXT_HUMAN), *_turn(t, index, as_output=False, target=False),
+                        Text(ASSISTANT)]
             else:
                 last = i == k
-                pieces.append(Text(" ", last))
-                pieces += _turn(t, index, as_output=last, target=last)
-                pieces.append(Text(TURN_END, last))
-        examples.append(merge_text(pieces))
+                turn = [Text(" ", last), *_turn(t, index, as_output=last, target=last), Text(TURN_END, last)]
+            pieces += official_turn(turn, first=i == 0) if style == "official" else turn
+        examples.append(pieces if style == "official" else merge_text(pieces))
     return examples
