@@ -20,3 +20,35 @@ def test_compare_prints_new_over_old(tmp_path, capsys):
     new.write_text(json.dumps({"model": "tiny", "wrapper": {"wrapper ratio": 1.0}}))
     assert bench.main(["--compare", str(old), str(new)]) == 0
     assert "x0.500" in capsys.readouterr().out
+
+
+def test_gpu_bench_runs_at_tiny_size_on_cpu(tmp_path):
+    from bench import gpu
+
+    out = tmp_path / "gpu.json"
+    assert gpu.main(["--size", "tiny", "--device", "cpu", "--prompt-tokens", "16", "--new-tokens", "4",
+                     "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["size"] == "tiny" and result["device"] == "cpu"
+    assert result["llm"]["prefill (s)"] > 0 and result["llm"]["decode tokens/s"] > 0
+    assert all(result[f"{m} decoder (s)"] > 0 for m in ("image", "video", "audio"))
+    assert result["decoder settings"]["video"]["frames"] == 4  # the tiny preset's; full size: the official 24
+    assert result["peak GPU memory, all resident (GiB)"] is None  # no GPU here
+
+
+def test_gpu_bench_decoders_have_the_published_sizes():
+    """SD 1.5's UNet / VAE / CLIP-L, Zeroscope's 1.4 B UNet, AudioLDM-l-full's 975 M in all (weightless)."""
+    import torch
+
+    from bench import gpu
+
+    def millions(modality):
+        with torch.device("meta"):
+            pipe = gpu.full_pipeline(modality)
+        return {k: sum(p.numel() for p in c.parameters()) / 1e6 for k, c in pipe.components.items()
+                if isinstance(c, torch.nn.Module)}
+
+    image, video, audio = millions("image"), millions("video"), millions("audio")
+    assert round(image["unet"], 2) == 859.52 and round(image["vae"], 2) == 83.65 and round(image["text_encoder"], 2) == 123.06
+    assert round(video["unet"]) == 1411
+    assert round(sum(audio.values())) == 975
