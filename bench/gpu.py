@@ -210,7 +210,8 @@ def measure_turn(model, device: str, steps: int | None) -> dict:
         picture = Path(tmp) / "in.png"
         Image.new("RGB", (640, 480), (120, 60, 200)).save(picture)
         model.encoder.clear_cache()
-        out["encode an image (s)"] = round(seconds(lambda: model.encode_media([Media("image", str(picture))]), device), 3)
+        image = [Media("image", str(picture))]
+        out["encode an image (s)"] = round(seconds(lambda: model.encode_media(image), device), 3)
     for m in MODALITIES:
         proj = model.config.output_projectors[m]
         shape = (1, proj.out_dim) if m == "audio" else (1, proj.num_queries, proj.out_dim)

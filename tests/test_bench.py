@@ -49,6 +49,6 @@ def test_gpu_bench_decoders_have_the_published_sizes():
                 if isinstance(c, torch.nn.Module)}
 
     image, video, audio = millions("image"), millions("video"), millions("audio")
-    assert round(image["unet"], 2) == 859.52 and round(image["vae"], 2) == 83.65 and round(image["text_encoder"], 2) == 123.06
+    assert (round(image["unet"], 2), round(image["vae"], 2), round(image["text_encoder"], 2)) == (859.52, 83.65, 123.06)
     assert round(video["unet"]) == 1411
     assert round(sum(audio.values())) == 975

@@ -68,7 +68,8 @@ def test_official_stage_examples_are_the_official_templates():
 
 def test_official_stage3_examples_cut_turns_as_the_official_prompt_does(tmp_path):
     dialogue = {
-        "image_list": [{"image_name": "a.png", "caption": "a red circle"}, {"image_name": "b.png", "caption": "a blue one"}],
+        "image_list": [{"image_name": "a.png", "caption": "a red circle"},
+                       {"image_name": "b.png", "caption": "a blue one"}],
         "conversation": [
             {"from": "human", "value": "What is this?", "media": [{"modality": "image", "name": "a.png", "at": 0}]},
             {"from": "gpt", "value": "A red circle."},
@@ -82,7 +83,8 @@ def test_official_stage3_examples_cut_turns_as_the_official_prompt_does(tmp_path
                                   "\n###"]
     assert [p.target for p in second if isinstance(p, data.Text)] == [False, False, False, False, True, True]
     joined = data.stage3_examples(dialogue, tmp_path)[1]
-    assert render(joined)[:3] == ["### Human: ", "<Img>[feat]</Img>", " What is this?\n### Assistant: A red circle.\n### Human: Make it blue.\n### Assistant:"]
+    assert render(joined)[:3] == ["### Human: ", "<Img>[feat]</Img>",
+                                  " What is this?\n### Assistant: A red circle.\n### Human: Make it blue.\n### Assistant:"]
 
 
 def test_stage1_examples_follow_the_recipe(tmp_path):

@@ -46,7 +46,8 @@ def test_the_sentencepiece_tokenizer_loads_and_takes_the_added_tokens_after_its_
     assert model.signal_ids["image"] == list(range(BASE_VOCAB + 2, BASE_VOCAB + 6))
     assert model.signal_ids["audio"][-1] == BASE_VOCAB + 37
     assert (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) == (1, 2, 2)  # pad = eos, as released
-    assert tok.convert_ids_to_tokens(tok("### Human:", add_special_tokens=False).input_ids) == ["▁###", "▁Human", ":"]
+    pieces = tok.convert_ids_to_tokens(tok("### Human:", add_special_tokens=False).input_ids)
+    assert pieces == ["▁###", "▁Human", ":"]
 
 
 def test_a_tokenizer_folder_with_added_tokens_gives_the_same_ids(release, tmp_path):
@@ -65,7 +66,8 @@ def test_lora_and_the_trained_parts_come_from_the_official_checkpoint(release):
     assert q.lora_A["default"].weight.shape == (32, 64) and q.scaling["default"] == 1.0  # r = alpha = 32
     expected = trained["llama_model.base_model.model.model.layers.1.self_attn.q_proj.lora_B.default.weight"]
     assert torch.equal(q.lora_B["default"].weight, expected.float())
-    assert torch.equal(model.output_projectors["video"].query_embs, trained["gen_text_hidden_fcs_video.0.query_embs"].float())
+    queries = trained["gen_text_hidden_fcs_video.0.query_embs"].float()
+    assert torch.equal(model.output_projectors["video"].query_embs, queries)
     assert torch.equal(model.input_projector.weight, trained["llama_proj.weight"].float())
     assert torch.equal(model.llm.get_input_embeddings().weight,
                        trained["llama_model.base_model.model.model.embed_tokens.weight"].float())
@@ -142,7 +144,10 @@ def picture(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("case", ["media first", "text only", "media after text", "several media", "multi-turn history"])
+CASES = ["media first", "text only", "media after text", "several media", "multi-turn history"]
+
+
+@pytest.mark.parametrize("case", CASES)
 def test_official_tokenization_gives_the_ids_the_official_training_gave(release, vicuna, picture, case):
     from nextgpt.conversation import MEDIA_SLOT
 
@@ -169,4 +174,5 @@ def test_joined_tokenization_differs_from_training_by_one_space_token(release, p
     assert joined["media first"][:6] == ["<s>", "▁###", "▁Human", ":", "▁", "<Img>"]
     assert official["text only"][:6] == ["<s>", "▁###", "▁Human", ":", "▁", "▁Can"]
     assert joined["text only"][:5] == ["<s>", "▁###", "▁Human", ":", "▁Can"]
-    assert joined["media first"][6:] == official["media first"][5:] and joined["text only"][4:] == official["text only"][5:]
+    assert joined["media first"][6:] == official["media first"][5:]
+    assert joined["text only"][4:] == official["text only"][5:]

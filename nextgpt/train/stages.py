@@ -99,7 +99,7 @@ RECIPES: dict[str, dict[int, Recipe]] = {
         2: Recipe(trains=("output projectors",), **_OFFICIAL),
         3: Recipe(trains=("input projector", "output projectors", "LoRA"), video_l2=2.0, **_OFFICIAL),
     },
-    # NExT-GPT nano's: varied questions and requests, a cosine schedule (docs/nano.md says why).
+    # NExT-GPT nano's: varied questions and requests, a cosine schedule.
     "nano": {
         1: Recipe(examples="nano", trains=("input projector",)),
         2: Recipe(examples="nano", trains=("output projectors",)),
@@ -127,7 +127,8 @@ def recipe_of(cfg: StageConfig) -> Recipe:
 # --- what trains in each stage -----------------------------------------------------------------------------------
 
 
-def trainable_parameters(model: NextGPT, stage: int, lora: bool | None = None, recipe: str = "nano") -> list[nn.Parameter]:
+def trainable_parameters(model: NextGPT, stage: int, lora: bool | None = None,
+                         recipe: str = "nano") -> list[nn.Parameter]:
     """Freeze everything, then unfreeze the stage's parts (`lora` adds or removes the LoRA); the added-token rows
     train through a gradient mask."""
     model.requires_grad_(False)
