@@ -25,8 +25,8 @@ def free_port() -> int:
 
 def stage3(tmp_path, name: str, launcher: list[str], data: Path, **env) -> Path:
     run = tmp_path / name
-    args = ["-m", "nextgpt.train", "--stage", "3", "--model", "tiny", "--data", str(data), "--steps", "3",
-            "--batch-size", "4", "--lr", "1e-4", "--warmup", "1", "--log-every", "1", "--seed", "5",
+    args = ["-m", "nextgpt.train", "--stage", "3", "--model", "tiny", "--recipe", "official", "--data", str(data),
+            "--steps", "3", "--batch-size", "4", "--lr", "1e-4", "--warmup", "1", "--log-every", "1", "--seed", "5",
             "--run", str(run), "--out", str(run / "model"), "--features", str(tmp_path / "features")]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), **env}
     done = subprocess.run(launcher + args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

@@ -176,3 +176,31 @@ def test_joined_tokenization_differs_from_training_by_one_space_token(release, p
     assert joined["text only"][:5] == ["<s>", "▁###", "▁Human", ":", "▁Can"]
     assert joined["media first"][6:] == official["media first"][5:]
     assert joined["text only"][4:] == official["text only"][5:]
+
+
+def test_official_training_examples_have_the_ids_of_the_prompt_at_inference(release, tmp_path):
+    """A stage-3 example's context, as the official recipe encodes it, is token for token the prompt `chat` builds
+    for the same conversation: the 7B model trains on the ids it will see."""
+    from nextgpt.conversation import MEDIA_SLOT
+    from nextgpt.train import data
+    from nextgpt.train.stages import StageModule
+
+    model, _ = release
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp_path / "images" / "a.png")
+    dialogue = {"image_list": [{"image_name": "a.png", "caption": "a red circle"}], "conversation": [
+        {"from": "human", "value": "What is in this image?",
+         "media": [{"modality": "image", "name": "a.png", "at": 0}]},
+        {"from": "gpt", "value": "A blue square moving left."},
+        {"from": "human", "value": "Please make a sound of rain."},
+        {"from": "gpt", "value": "Sure, here it is."},
+    ]}
+    example = data.stage3_examples(dialogue, tmp_path, "official")[-1]
+    ids, labels, slots, _ = StageModule(model, store=None, l2_weight=1.0)._encode(example)
+    context = ids[: next(i for i, label in enumerate(labels) if label != -100)]
+    for pos, _ in slots:
+        context[pos] = MEDIA_SLOT
+    picture = Media("image", str(tmp_path / "images" / "a.png"))
+    messages = [Message("user", [picture, "What is in this image?"]),
+                Message("assistant", "A blue square moving left."), Message("user", "Please make a sound of rain.")]
+    assert context == model.prompt_ids(messages)
