@@ -35,13 +35,16 @@ from .generation import (
     SignalRunLogitsProcessor,
     TextDelta,
     TokenQueueStreamer,
+    decoder_seed,
     find_runs,
+    new_seed,
     stop_like_ids,
     visible_text,
 )
 from .llm import add_signal_tokens, build_llm, load_tokenizer
 from .media import Media
 from .projectors import OutputProjector, input_projector
+from .render import SUFFIXES, write_media
 
 OUTPUTS = ("auto", "text") + MODALITIES  # the output selector: auto, text only, or force one modality
 TRAINED_FILE = "nextgpt.safetensors"
@@ -347,7 +350,7 @@ class NextGPT(nn.Module):
         max_new_tokens = max_new_tokens or gen_cfg.max_new_tokens
         temperature = gen_cfg.temperature if temperature is None else temperature
         top_p = gen_cfg.top_p if top_p is None else top_p
-        seed = int(torch.randint(0, 2**31 - 1, (1,)).item()) if seed is None else int(seed)
+        seed = new_seed() if seed is None else int(seed)  # the turn's one seed; each medium's is derived from it
         cancel = cancel or threading.Event()
         with self._lock:
             prompt = self.embed_prompt(build_prompt(messages))
@@ -420,11 +423,14 @@ class NextGPT(nn.Module):
                 result.signal_tokens += self.tokenizer.convert_ids_to_tokens(list(r.ids))
             if decode_media and runs:
                 folder = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="nextgpt-"))
+                made = {m: 0 for m in MODALITIES}
                 for r in runs:
                     hidden = self.signal_hidden(prompt, generated, r.start, len(r.ids))
                     cond = self.project_signal(r.modality, hidden, list(r.ids))
                     options = dict((decoder_options or {}).get(r.modality, {}))
-                    for event in self._decode(r.modality, cond, seed, options, folder):
+                    media_seed = decoder_seed(seed, made[r.modality])
+                    made[r.modality] += 1
+                    for event in self._decode(r.modality, cond, media_seed, options, folder):
                         if isinstance(event, (MediaReady, MediaFailed)):
                             event.text_offset = min(offsets.get(r.start, len(text)), len(text))
                         if isinstance(event, MediaReady):
@@ -456,8 +462,7 @@ class NextGPT(nn.Module):
             err = box["error"]
             yield MediaFailed(modality, str(err) if isinstance(err, DecoderError) else f"The {modality} decoder failed: {err}")
             return
-        suffix = {"image": ".png", "video": ".mp4", "audio": ".wav"}[modality]
-        path = self.decoders.write(box["media"], folder / f"{modality}-{uuid.uuid4().hex[:8]}{suffix}")
+        path = write_media(box["media"], folder / f"{modality}-{uuid.uuid4().hex[:8]}{SUFFIXES[modality]}")
         yield MediaReady(modality, str(path), dict(box["media"].info))
 
     def generate(self, messages: list[Message] | str, *, images=(), audios=(), videos=(), **kwargs) -> ChatResult:

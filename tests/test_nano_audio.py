@@ -10,7 +10,7 @@ import torch
 
 from nextgpt.train.common import load_state
 from nextgpt.nano import world
-from nextgpt.nano.vocoder import GriffinLimVocoder, log_mel
+from nextgpt.vocoder import GriffinLimVocoder, log_mel
 from nextgpt.train import nano_audio
 
 

@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 
 from nextgpt.nano import oracles, world
-from nextgpt.nano.vocoder import GriffinLimVocoder, MelConfig, log_mel
+from nextgpt.vocoder import GriffinLimVocoder, MelConfig, log_mel
 from nextgpt.train.common import Run, read_inference, save_inference, seed_everything
 
 PARTS = ("text", "vae", "vocoder", "unet", "export")

@@ -49,14 +49,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nextgpt.config import EncoderConfig
+from nextgpt.config import MODALITIES, EncoderConfig
 from nextgpt.encoder import Encoder, import_imagebind
 from nextgpt.media import (CLIP_MEAN, CLIP_STD, IMAGE_SIZE, Media, _normalize_clip, _short_side_scale, load_audio,
                            load_image, load_video)
 from nextgpt.nano import world as W
 from nextgpt.train.common import Run, seed_everything
 
-MODALITIES = ("image", "video", "audio")
 PAIR_NAME_KEY = {"image": "image_name", "video": "video_name", "audio": "audio_name"}
 
 

@@ -163,7 +163,7 @@ def attribute_labels(items: list[dict]) -> torch.Tensor:
 # --- part 1: the CLIP-nano text encoder ------------------------------------------------------------------------
 
 def clip_tokenizer():
-    from nextgpt.decoders import clip_tokenizer_offline
+    from nextgpt.offline import clip_tokenizer_offline
 
     return clip_tokenizer_offline()
 
