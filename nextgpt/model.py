@@ -58,6 +58,16 @@ def _resolve(path: str | None, root: Path | None) -> str | None:
     return str(candidate) if candidate.exists() else path
 
 
+def _resolve_paths(config: NextGPTConfig, root: Path | None) -> None:
+    """Every component path of a saved model's config, as seen from here (once, before anything is built)."""
+    config.llm.pretrained = _resolve(config.llm.pretrained, root)
+    config.llm.tokenizer = _resolve(config.llm.tokenizer, root)
+    config.checkpoint = _resolve(config.checkpoint, root)
+    config.encoder.pretrained = _resolve(config.encoder.pretrained, root)
+    for c in config.decoders.values():
+        c.pretrained = _resolve(c.pretrained, root)
+
+
 def _relative(path: str | None, folder: Path) -> str | None:
     """A local path as seen from `folder` (kept as is when it is a hub id or lies elsewhere)."""
     if path is None or not Path(path).exists():
@@ -114,10 +124,10 @@ class NextGPT(nn.Module):
     ) -> "NextGPT":
         """Build every component described by `config`; `meta=True` builds only the trained parts, weightless."""
         config = NextGPTConfig.from_dict(config.to_dict())  # never mutate the caller's config
-        root = Path(root) if root is not None else None
+        # The model's config keeps the resolved paths, so a save without components can point back at them.
+        _resolve_paths(config, Path(root) if root is not None else None)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = dtype or (torch.float16 if str(device).startswith("cuda") else torch.float32)
-        config.llm.pretrained = _resolve(config.llm.pretrained, root)
         if meta:
             tokenizer = None
             # tiny builds its tokenizer (cheaply) to know its vocabulary; fixed-vocabulary presets need none
@@ -125,13 +135,13 @@ class NextGPT(nn.Module):
             config.llm.vocab_size = vocab
             config.llm.pretrained = None
         else:
-            tokenizer = load_tokenizer(config, _resolve(config.llm.tokenizer, root) or config.llm.pretrained)
+            tokenizer = load_tokenizer(config, config.llm.tokenizer or config.llm.pretrained)
             add_signal_tokens(tokenizer, config.signal)
             vocab = len(tokenizer)
             if config.llm.vocab_size and config.llm.vocab_size != vocab:
                 raise ValueError(f"tokenizer has {vocab} tokens with the signal tokens, the model needs {config.llm.vocab_size}")
             config.llm.vocab_size = vocab
-        source = None if meta else checkpoint or _resolve(config.checkpoint, root)  # the trained weights, if any
+        source = None if meta else checkpoint or config.checkpoint  # the trained weights, if any
         with torch.device("meta") if meta else torch.device("cpu"):
             llm = build_llm(config, vocab, dtype=dtype, device_map=None if meta else device_map,
                             mean_resizing=not source)
@@ -143,10 +153,6 @@ class NextGPT(nn.Module):
                 )
         encoder = decoders = None
         if not meta:
-            # keep resolved paths in the model's config, so a save without components can point back at them
-            config.encoder.pretrained = _resolve(config.encoder.pretrained, root)
-            for c in config.decoders.values():
-                c.pretrained = _resolve(c.pretrained, root)
             if load_encoder:
                 encoder = Encoder.from_config(config.encoder, device=device, dtype=dtype)
             decoders = Decoders(
