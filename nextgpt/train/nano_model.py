@@ -23,7 +23,7 @@ from pathlib import Path
 from ..config import (DecoderConfig, EncoderConfig, GenerationConfig, LLMConfig, LoRAConfig, NextGPTConfig,
                       OutputProjectorConfig, SignalTokenConfig)
 from ..model import NextGPT
-from . import nano_audio, nano_video
+from ..nano import parts
 from .stages import StageConfig, train, widen_lora
 
 
@@ -59,22 +59,23 @@ class NanoStages:
         target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]), 4: None})
 
 
-def nano_config(parts: Path) -> NextGPTConfig:
+def nano_config(folder: Path) -> NextGPTConfig:
     """NExT-GPT at nano size: the same architecture, dimensions read from the trained parts."""
-    parts = Path(parts).resolve()
-    enc = json.loads((parts / "encoder" / "config.json").read_text())
-    llm = json.loads((parts / "llm" / "config.json").read_text())
-    text_dim = json.loads((parts / "image_decoder" / "text_encoder" / "config.json").read_text())["hidden_size"]
-    video_dim = json.loads((parts / "video_decoder" / "text_encoder" / "config.json").read_text())["hidden_size"]
-    clap_dim = json.loads((parts / "audio_decoder" / "text_encoder" / "config.json").read_text())["projection_dim"]
+    folder = Path(folder).resolve()
+    enc = json.loads((folder / "encoder" / "config.json").read_text())
+    llm = json.loads((folder / "llm" / "config.json").read_text())
+    text_dim = json.loads((folder / "image_decoder" / "text_encoder" / "config.json").read_text())["hidden_size"]
+    video_dim = json.loads((folder / "video_decoder" / "text_encoder" / "config.json").read_text())["hidden_size"]
+    clap_dim = json.loads((folder / "audio_decoder" / "text_encoder" / "config.json").read_text())["projection_dim"]
     # guidance and steps chosen on validation captions
-    audio = nano_audio.inference_settings(parts / "audio_decoder")
-    video = nano_video.inference_settings(parts / "video_decoder")
+    image = parts.inference_settings("image", folder / "image_decoder")
+    video = parts.inference_settings("video", folder / "video_decoder")
+    audio = parts.inference_settings("audio", folder / "audio_decoder")
     proj = dict(d_model=128, nhead=4, num_encoder_layers=2, num_decoder_layers=2, dim_feedforward=512)
     return NextGPTConfig(
         name="nextgpt-nano",
-        encoder=EncoderConfig(pretrained=str(parts / "encoder"), model_kwargs=enc.get("model_kwargs", enc)),
-        llm=LLMConfig(pretrained=str(parts / "llm"), tokenizer=str(parts / "llm"), hidden_size=llm["hidden_size"],
+        encoder=EncoderConfig(pretrained=str(folder / "encoder"), model_kwargs=enc.get("model_kwargs", enc)),
+        llm=LLMConfig(pretrained=str(folder / "llm"), tokenizer=str(folder / "llm"), hidden_size=llm["hidden_size"],
                       vocab_size=0),
         lora=LoRAConfig(r=8, alpha=16, dropout=0.05),
         signal=SignalTokenConfig(first_id=None),
@@ -84,10 +85,11 @@ def nano_config(parts: Path) -> NextGPTConfig:
             "audio": OutputProjectorConfig(out_dim=clap_dim, num_queries=1, **proj),
         },
         decoders={
-            "image": DecoderConfig(str(parts / "image_decoder"), 5.0, 20, height=64, width=64),
-            "video": DecoderConfig(str(parts / "video_decoder"), video["guidance_scale"], video["num_inference_steps"],
+            "image": DecoderConfig(str(folder / "image_decoder"), image["guidance_scale"], image["num_inference_steps"],
+                                   height=64, width=64),
+            "video": DecoderConfig(str(folder / "video_decoder"), video["guidance_scale"], video["num_inference_steps"],
                                    height=64, width=64, num_frames=8, fps=8),
-            "audio": DecoderConfig(str(parts / "audio_decoder"), audio["guidance_scale"], audio["num_inference_steps"],
+            "audio": DecoderConfig(str(folder / "audio_decoder"), audio["guidance_scale"], audio["num_inference_steps"],
                                    audio_length_s=audio["audio_length_in_s"], sample_rate=16000),
         },
         # 160: the answer that says what nano can do is about 115 tokens
