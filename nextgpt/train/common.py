@@ -93,6 +93,15 @@ def warmup_cosine(step: int, total: int, warmup: int, floor: float = 0.0, *, dec
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
 
 
+def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, clip=None) -> None:
+    """One update: gradients of `loss`, clipped to norm 1 over `clip` when given, and the optimizer's step."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip is not None:
+        torch.nn.utils.clip_grad_norm_(clip, 1.0)
+    opt.step()
+
+
 @torch.no_grad()
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step: int) -> None:
     """Move `ema`'s weights towards `model`'s; early on (warm start) the average follows the weights closely."""

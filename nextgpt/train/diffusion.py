@@ -105,6 +105,15 @@ def denoising_loss(unet, noise, x0: torch.Tensor, **cond) -> torch.Tensor:
     return F.mse_loss(pred, target)
 
 
+def caption_batch_loss(unet, noise, latents: torch.Tensor, items: list[dict], cache: TextCache, cfg,
+                       rng: np.random.Generator) -> torch.Tensor:
+    """The denoising loss of a batch of training items drawn by `rng`, each conditioned on its caption (a fresh
+    one, or "" for guidance, at the config's rates) through the frozen text encoder."""
+    idx = rng.choice(len(latents), cfg.unet_batch)
+    cond = cache.hidden(captions_for(items, idx, rng, cfg.fresh_caption_p, cfg.uncond_prob))
+    return denoising_loss(unet, noise, latents[idx], encoder_hidden_states=cond)
+
+
 def save_grid(path, images: np.ndarray, cols: int = 8) -> None:
     """uint8 (N, H, W, 3) images (or video frames laid out by the caller) -> one PNG."""
     n, h, w = images.shape[:3]
@@ -153,3 +162,21 @@ def eval_flags(p) -> None:
     """The flags of a decoder script's `--eval` (for `parse_config`): score the exported pipeline at --out."""
     p.add_argument("--eval", action="store_true", help="evaluate the exported pipeline at --out and print JSON")
     p.add_argument("--n", type=int, default=None, help="with --eval: first N test captions")
+
+
+def run_parts(modality: str, cfg, flags: dict, trainers: dict, export) -> None:
+    """A decoder script's command: with --eval only the score of the exported pipeline; otherwise the part
+    `cfg.part` names (or all, in order), then the export and its score on the test split."""
+    torch.set_num_threads(cfg.threads)
+    if flags["eval"]:
+        print(json.dumps(parts.evaluate_decoder(modality, cfg.out, cfg.world, n=flags["n"]), indent=1))
+        return
+    Path(cfg.run).mkdir(parents=True, exist_ok=True)
+    cfg.save(Path(cfg.run) / "config.json")
+    for name, train in trainers.items():
+        if cfg.part in (name, "all"):
+            train(cfg)
+    if cfg.part in ("export", "all"):
+        scores = parts.evaluate_decoder(modality, export(cfg), cfg.world)
+        record(cfg.out, evaluation=scores)
+        print(json.dumps(scores, indent=1), flush=True)

@@ -47,8 +47,8 @@ import torch.nn.functional as F
 
 from nextgpt.nano import oracles, parts, world
 from nextgpt.offline import roberta_bpe_tokenizer
-from nextgpt.train.common import (Run, RunConfig, ema_update, parse_config, seed_everything, soft_infonce,
-                                  warmup_cosine, write_json)
+from nextgpt.train.common import (Run, RunConfig, ema_update, optimizer_step, parse_config, seed_everything,
+                                  soft_infonce, warmup_cosine, write_json)
 from nextgpt.train.diffusion import denoising_loss, select_inference
 from nextgpt.vocoder import GriffinLimVocoder, MelConfig, log_mel
 
@@ -256,9 +256,7 @@ def train_text(cfg: AudioTrainConfig) -> None:
         enc = tokenizer(texts, padding=True, return_tensors="pt")
         t = text_encoder(enc.input_ids, attention_mask=enc.attention_mask).text_embeds
         loss = soft_infonce(t, tower(mel), labels, tower.logit_scale.exp().clamp(max=100))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        optimizer_step(opt, loss)
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.text_steps:
             report = done % 200 == 0 or done == cfg.text_steps
@@ -361,9 +359,7 @@ def train_vae(cfg: AudioTrainConfig) -> None:
         # with the L1 taken as a mean, so the weight does not depend on the crop size.
         kl = post.kl().mean() / x[0].numel()
         loss = rec + cfg.kl_weight * kl
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        optimizer_step(opt, loss)
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.vae_steps:
             extra = vae_report(vae, val, min(12, cfg.report_n)) if done % 250 == 0 else {}
@@ -484,10 +480,7 @@ def train_unet(cfg: AudioTrainConfig) -> None:
         cond = cond * (1 + cfg.cond_scale_jitter * (2 * torch.rand(len(cond), 1) - 1))
         cond[torch.rand(len(cond)) < cfg.uncond_prob] = null  # what the pipeline feeds guidance's unconditional half
         loss = denoising_loss(unet, noise, torch.stack(x0), encoder_hidden_states=None, class_labels=cond)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
+        optimizer_step(opt, loss, unet.parameters())
         done = step + 1
         ema_update(ema, unet, cfg.ema, done)
         losses.append(loss.item())

@@ -53,8 +53,8 @@ from nextgpt.media import (CLIP_MEAN, CLIP_STD, IMAGE_SIZE, _normalize_clip, _sh
 from nextgpt.nano import parts
 from nextgpt.nano import world as W
 from nextgpt.nano.parts import attr_key, embed, imagebind_keys, read_split, text_tokenizer, tokenize
-from nextgpt.train.common import (Run, RunConfig, parse_config, seed_everything, soft_infonce, warmup_cosine,
-                                  write_json)
+from nextgpt.train.common import (Run, RunConfig, optimizer_step, parse_config, seed_everything, soft_infonce,
+                                  warmup_cosine, write_json)
 
 
 # --- config ----------------------------------------------------------------------------------------------------
@@ -339,10 +339,7 @@ def train(cfg: EncoderTrainConfig) -> dict:
             attrs = [d["attrs"][i] for i in idx]
             aux_losses[m] = 0.5 * (aux.loss(m, media, attrs) + aux.loss(m, text, attrs))
         loss = sum(losses.values()) + cfg.aux_weight * sum(aux_losses.values())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        optimizer_step(opt, loss, params)
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
             run.log(done, loss=loss.item(), **{f"loss_{m}": v.item() for m, v in losses.items()},

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,10 +46,10 @@ import torch.nn.functional as F
 from nextgpt.nano import parts
 from nextgpt.nano import world as W
 from nextgpt.offline import clip_tokenizer_offline
-from nextgpt.train.common import (Run, RunConfig, ema_update, load_state, parse_config, seed_everything,
-                                  soft_infonce, warmup_cosine)
-from nextgpt.train.diffusion import (TextCache, captions_for, denoising_loss, encode_means, eval_flags, load_media,
-                                     record, save_fp16, save_grid, sd_schedule, to_unit)
+from nextgpt.train.common import (Run, RunConfig, ema_update, load_state, optimizer_step, parse_config,
+                                  seed_everything, soft_infonce, warmup_cosine)
+from nextgpt.train.diffusion import (TextCache, caption_batch_loss, captions_for, encode_means, eval_flags,
+                                     load_media, record, run_parts, save_fp16, save_grid, sd_schedule, to_unit)
 
 
 @dataclass
@@ -190,9 +189,7 @@ def train_text(cfg: ImageTrainConfig) -> Path:
             media = towers[m](tower_input(pixels[idx]))
             losses[m] = soft_infonce(media, text, labels[m][idx], log_scale.exp().clamp(max=100))
         loss = sum(losses.values())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        optimizer_step(opt, loss)
         done_steps = step + 1
         if done_steps % cfg.log_every == 0 or done_steps == cfg.text_steps:
             run.log(done_steps, part="text", loss=loss.item(), **{f"loss_{m}": v.item() for m, v in losses.items()},
@@ -278,10 +275,7 @@ def train_vae(cfg: ImageTrainConfig) -> Path:
         l2 = (w * (rec - x).pow(2)).mean() / w.mean()
         kl = post.kl().mean()
         loss = l1 + l2 + cfg.kl_weight * kl
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
+        optimizer_step(opt, loss, vae.parameters())
         done_steps = step + 1
         if done_steps % cfg.log_every == 0:
             run.log(done_steps, part="vae", loss=loss.item(), l1=l1.item(), l2=l2.item(), kl=kl.item(), lr=lr,
@@ -359,14 +353,8 @@ def train_unet(cfg: ImageTrainConfig) -> Path:
         lr = cfg.unet_lr * warmup_cosine(step, cfg.unet_steps, cfg.warmup, floor=0.1, decay_from_start=True)
         for g in opt.param_groups:
             g["lr"] = lr
-        rng = np.random.default_rng([cfg.seed, 3, step])
-        idx = rng.choice(len(latents), cfg.unet_batch)
-        cond = cache.hidden(captions_for(items, idx, rng, cfg.fresh_caption_p, cfg.uncond_prob))
-        loss = denoising_loss(unet, noise, latents[idx], encoder_hidden_states=cond)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
+        loss = caption_batch_loss(unet, noise, latents, items, cache, cfg, np.random.default_rng([cfg.seed, 3, step]))
+        optimizer_step(opt, loss, unet.parameters())
         done_steps = step + 1
         ema_update(ema, unet, cfg.ema, done_steps)
         if done_steps % cfg.log_every == 0:
@@ -400,22 +388,7 @@ def export(cfg: ImageTrainConfig) -> Path:
 def main(argv=None) -> None:
     cfg, flags = parse_config(ImageTrainConfig, argv, "python -m nextgpt.train.nano_image", __doc__.split("\n\n")[0],
                               extra=eval_flags)
-    torch.set_num_threads(cfg.threads)
-    if flags["eval"]:
-        print(json.dumps(parts.evaluate_decoder("image", cfg.out, cfg.world, n=flags["n"]), indent=1))
-        return
-    Path(cfg.run).mkdir(parents=True, exist_ok=True)
-    cfg.save(Path(cfg.run) / "config.json")
-    if cfg.part in ("text", "all"):
-        train_text(cfg)
-    if cfg.part in ("vae", "all"):
-        train_vae(cfg)
-    if cfg.part in ("unet", "all"):
-        train_unet(cfg)
-    if cfg.part in ("export", "all"):
-        scores = parts.evaluate_decoder("image", export(cfg), cfg.world)
-        record(cfg.out, evaluation=scores)
-        print(json.dumps(scores, indent=1), flush=True)
+    run_parts("image", cfg, flags, {"text": train_text, "vae": train_vae, "unet": train_unet}, export)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,8 @@ import torch
 from nextgpt.conversation import ASSISTANT, HUMAN, NEXT_HUMAN, TURN_END
 from nextgpt.nano import world as W
 from nextgpt.offline import llama_bpe_tokenizer
-from nextgpt.train.common import Run, RunConfig, parse_config, seed_everything, warmup_cosine, write_json
+from nextgpt.train.common import (Run, RunConfig, optimizer_step, parse_config, seed_everything, warmup_cosine,
+                                  write_json)
 
 
 # --- config ----------------------------------------------------------------------------------------------------
@@ -262,10 +263,7 @@ def train(cfg: LLMTrainConfig) -> dict:
             group["lr"] = lr
         logits = model(input_ids=x).logits
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        optimizer_step(opt, loss, model.parameters())
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
             run.log(done, loss=loss.item(), lr=lr, steps_per_s=run.speed(done))

@@ -42,9 +42,10 @@ import torch
 
 from nextgpt.nano import parts
 from nextgpt.nano import world as W
-from nextgpt.train.common import Run, RunConfig, ema_update, load_state, parse_config, seed_everything, warmup_cosine
-from nextgpt.train.diffusion import (TextCache, captions_for, denoising_loss, encode_means, eval_flags, load_media,
-                                     record, save_fp16, save_grid, sd_schedule, select_inference)
+from nextgpt.train.common import (Run, RunConfig, ema_update, load_state, optimizer_step, parse_config,
+                                  seed_everything, warmup_cosine)
+from nextgpt.train.diffusion import (TextCache, caption_batch_loss, encode_means, eval_flags, load_media, record,
+                                     run_parts, save_fp16, save_grid, sd_schedule, select_inference)
 
 
 @dataclass
@@ -199,14 +200,8 @@ def train_unet(cfg: VideoTrainConfig) -> Path:
         scale = warmup_cosine(step, cfg.unet_steps, cfg.warmup, floor=0.1, decay_from_start=True)
         for g in opt.param_groups:
             g["lr"] = g["base_lr"] * scale
-        rng = np.random.default_rng([cfg.seed, 5, step])
-        idx = rng.choice(len(latents), cfg.unet_batch)
-        cond = cache.hidden(captions_for(items, idx, rng, cfg.fresh_caption_p, cfg.uncond_prob))
-        loss = denoising_loss(unet, noise, latents[idx], encoder_hidden_states=cond)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
+        loss = caption_batch_loss(unet, noise, latents, items, cache, cfg, np.random.default_rng([cfg.seed, 5, step]))
+        optimizer_step(opt, loss, unet.parameters())
         done_steps = step + 1
         ema_update(ema, unet, cfg.ema, done_steps)
         if done_steps % cfg.log_every == 0:
@@ -255,21 +250,11 @@ def retune(cfg: VideoTrainConfig) -> dict:
 def main(argv=None) -> None:
     cfg, flags = parse_config(VideoTrainConfig, argv, "python -m nextgpt.train.nano_video", __doc__.split("\n\n")[0],
                               extra=eval_flags)
-    torch.set_num_threads(cfg.threads)
-    if flags["eval"]:
-        print(json.dumps(parts.evaluate_decoder("video", cfg.out, cfg.world, n=flags["n"]), indent=1))
-        return
-    Path(cfg.run).mkdir(parents=True, exist_ok=True)
-    cfg.save(Path(cfg.run) / "config.json")
     if cfg.part == "retune":
+        torch.set_num_threads(cfg.threads)
         print(json.dumps(retune(cfg), indent=1))
         return
-    if cfg.part in ("unet", "all"):
-        train_unet(cfg)
-    if cfg.part in ("export", "all"):
-        scores = parts.evaluate_decoder("video", export(cfg), cfg.world)
-        record(cfg.out, evaluation=scores)
-        print(json.dumps(scores, indent=1), flush=True)
+    run_parts("video", cfg, flags, {"unet": train_unet}, export)
 
 
 if __name__ == "__main__":
