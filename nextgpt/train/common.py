@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -46,29 +47,44 @@ class RunConfig:
 
 def parse_config(cls: type[RunConfig], argv=None, prog: str = "", description: str = "",
                  extra=None) -> tuple[RunConfig, dict]:
-    """`cls` from the command line: every field is `--field-name` (or `--field_name`, or an old name in
-    `cls.OLD_NAMES`); tuples are comma-separated ints, booleans true/false. `extra(parser)` may add flags that are
-    not config fields; their values come back in the dict."""
+    """`cls` (a dataclass) from the command line: every field is `--field-name` (or `--field_name`, or an old name
+    in `cls.OLD_NAMES`); tuples are comma-separated ints, booleans true/false (a bare flag is true). `extra(parser)`
+    may add flags that are not fields; their values come back in the dict."""
     p = argparse.ArgumentParser(prog=prog, description=description,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     old = {}
-    for name, new in cls.OLD_NAMES.items():
+    for name, new in getattr(cls, "OLD_NAMES", {}).items():
         old.setdefault(new, []).append(name)
     for f in dataclasses.fields(cls):
         default = f.default
-        kind = type(default)
+        how = dict(type=type(default))
         if isinstance(default, tuple):
-            kind = lambda s: tuple(int(v) for v in s.split(","))  # noqa: E731
+            how = dict(type=lambda s: tuple(int(v) for v in s.split(",")))
         elif isinstance(default, bool):
-            kind = lambda s: s.lower() in ("1", "true", "yes", "on")  # noqa: E731
+            how = dict(type=lambda s: s.lower() in ("1", "true", "yes", "on"), nargs="?", const=True)
         names = [f.name, *old.get(f.name, [])]
         flags = dict.fromkeys(f"--{spelling}" for n in names for spelling in (n.replace("_", "-"), n))
-        p.add_argument(*flags, dest=f.name, type=kind, default=default)
+        p.add_argument(*flags, dest=f.name, default=default, **how)
     if extra is not None:
         extra(p)
     args = vars(p.parse_args(argv))
     fields = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in args.items() if k in fields}), {k: v for k, v in args.items() if k not in fields}
+
+
+def folder_hash(path: str | Path) -> str:
+    """A hash of a folder's files (names and contents), so that the same weights anywhere give the same hash; a
+    path that is not a local folder (a hub id) hashes as its name."""
+    path = Path(path)
+    h = hashlib.sha1()
+    if not path.is_dir():
+        h.update(str(path).encode())
+        return h.hexdigest()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(f.relative_to(path).as_posix().encode())
+        with open(f, "rb") as stream:
+            h.update(hashlib.file_digest(stream, "sha1").digest())
+    return h.hexdigest()
 
 
 def write_json(path: str | Path, data) -> None:

@@ -10,13 +10,14 @@ the tokenizer with the signal tokens), so the folder is the whole shipped model.
 `runs/nano-stages/stage<N>/` if a session ended mid-way. Stage 4 is a second instruction-tuning run (stage 3's
 kind) on the world's dialogues together with `talk.json`: free wording, conversations, and honest answers outside
 the world (`nextgpt.nano.talk`). `--start FOLDER` starts the chosen stage from a model folder instead of the
-previous stage's output (the shipped folder is stage 4's input and output when only stage 4 runs).
+previous stage's output (the shipped folder is stage 4's input and output when only stage 4 runs); the shipped
+config names every part relative to the parts folder, and parts the started model had elsewhere are copied in.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from ..config import (DecoderConfig, EncoderConfig, GenerationConfig, LLMConfig,
                       OutputProjectorConfig, SignalTokenConfig)
 from ..model import NextGPT
 from ..nano import parts
+from .common import folder_hash, parse_config
 from .stages import StageConfig, train, widen_lora
 
 
@@ -97,16 +99,22 @@ def nano_config(folder: Path) -> NextGPTConfig:
     )
 
 
+@dataclass
+class ShipConfig:
+    """The command line: where the parts are (and the model ships), the world, the runs, which stages."""
+
+    parts: str = "assets/nano"
+    world: str = "data/nano-world-8k"
+    runs: str = "runs/nano-stages"
+    only: int = 0  # run this stage alone (its input: the previous stage's output); 0: all four
+    start: str = ""  # a model folder to start the first stage run from, instead of its input
+    no_ship: bool = False  # keep stage 4's output in the runs folder only
+
+
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m nextgpt.train.nano_model", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--parts", default="assets/nano")
-    p.add_argument("--world", default="data/nano-world-8k")
-    p.add_argument("--runs", default="runs/nano-stages")
-    p.add_argument("--only", type=int, choices=(1, 2, 3, 4), help="run one stage (its input: the previous output)")
-    p.add_argument("--start", help="a model folder to start the first stage run from, instead of its input")
-    p.add_argument("--no-ship", action="store_true", help="keep stage 4's output in the runs folder only")
-    a = p.parse_args(argv)
+    a, _ = parse_config(ShipConfig, argv, "python -m nextgpt.train.nano_model", __doc__)
+    if a.only not in (0, 1, 2, 3, 4):
+        raise SystemExit(f"--only takes a stage, 1 to 4, not {a.only}")
     runs, plan = Path(a.runs), NanoStages()
     init = runs / "init"
     init.mkdir(parents=True, exist_ok=True)
@@ -118,7 +126,7 @@ def main(argv=None) -> None:
             source = str(out)
             continue
         if a.start:
-            source, a.start = a.start, None
+            source, a.start = a.start, ""
         if plan.lora_config[stage] is not None:
             source = _widened(source, plan.lora_config[stage], runs / f"stage{stage}" / "widened")
         model = train(StageConfig(
@@ -130,8 +138,26 @@ def main(argv=None) -> None:
         ))
         source = str(out)
         if stage == 4 and not a.no_ship:
-            model.config.generation = nano_config(Path(a.parts)).generation  # a started run keeps older settings
-            model.save_pretrained(a.parts, components=False)  # the shipped folder: parts + config + trained weights
+            ship(model, Path(a.parts))
+
+
+def ship(model: NextGPT, folder: Path) -> None:
+    """Write the trained model into `folder` beside its parts, with every path relative to it: the shipped folder is
+    the whole model. A part the model was started with from another folder is copied in; one already there must
+    hold the same weights."""
+    config = model.config
+    components = {"encoder": config.encoder, "llm": config.llm,
+                  **{f"{m}_decoder": c for m, c in config.decoders.items()}}
+    for name, c in components.items():
+        source, target = Path(c.pretrained), folder / name
+        if source.resolve() != target.resolve():
+            if not target.exists():
+                shutil.copytree(source, target)
+            elif folder_hash(source) != folder_hash(target):
+                raise ValueError(f"{target} holds other weights than the {name} the model was trained with ({source})")
+        c.pretrained = str(target)
+    config.generation = nano_config(folder).generation  # a started run keeps older settings
+    model.save_pretrained(folder, components=False)
 
 
 def _widened(source: str, lora: LoRAConfig, out: Path) -> str:
