@@ -179,9 +179,8 @@ def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
         try:
             for event in events:
                 answer.apply(event)
-                # Each yield is a render, a diff and a message to every browser, and costs a nano turn ~10 ms:
-                # at most one update per stream interval, except that a decoder's start and a media item's end
-                # show at once.
+                # Each yield is a render, a diff and a message to every browser: at most one update per stream
+                # interval, except that a decoder's start and a media item's end show at once.
                 now = time.monotonic()
                 at_once = isinstance(event, (MediaReady, MediaFailed)) or (
                     isinstance(event, MediaProgress) and event.step == 0)

@@ -225,7 +225,7 @@ def param_groups(cfg: EncoderTrainConfig, model) -> list[dict]:
     The stems see 2 x 28 x 28 x 3 = 4704 strongly correlated inputs per patch (a 64x64 picture upscaled 3.5x on a
     constant background), so Adam's per-weight steps add up coherently and at the common lr the patch embeddings
     grow a hundredfold within a few hundred steps; the position embeddings are then drowned and position and motion
-    are never learned (measured: validation position stuck at chance). Scaling the stem's lr by width / fan_in keeps
+    are never learned (validation position stays at chance). Scaling the stem's lr by width / fan_in keeps
     their sizes comparable."""
     keys = imagebind_keys()
     used = {keys[m] for m in ("image", "audio", "text")}  # depth / thermal / IMU keep their random init

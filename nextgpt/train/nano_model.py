@@ -34,9 +34,8 @@ class NanoStages:
     """Steps, batch and learning rate per stage (the world is small; the released recipe ran one epoch each).
 
     Stage 1 also trains the LoRA here. Vicuna-7B reads a projected ImageBind token with its weights frozen; the
-    4-layer LLM-nano cannot: with only the projector training, its captions ignored the media (shuffling the
-    media changed the caption loss by 2-10%); with the LoRA, stage 1 alone names every attribute of 60 of 60 held-out
-    images, videos and sounds when asked to describe them.
+    4-layer LLM-nano cannot: with only the projector training, its captions ignored the media; with the LoRA,
+    stage 1 alone names the attributes of held-out images, videos and sounds (docs/nano.md).
     """
 
     kind: dict[int, int] = field(default_factory=lambda: {1: 1, 2: 2, 3: 3, 4: 3})  # which of the three stages
