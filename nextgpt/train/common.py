@@ -82,8 +82,11 @@ def folder_hash(path: str | Path) -> str:
         return h.hexdigest()
     for f in sorted(p for p in path.rglob("*") if p.is_file()):
         h.update(f.relative_to(path).as_posix().encode())
+        content = hashlib.sha1()
         with open(f, "rb") as stream:
-            h.update(hashlib.file_digest(stream, "sha1").digest())
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                content.update(block)
+        h.update(content.digest())
     return h.hexdigest()
 
 
