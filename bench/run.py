@@ -64,6 +64,7 @@ def stages(model, repeat: int, tmp: Path) -> dict:
     from nextgpt.conversation import build_prompt
     from nextgpt.generation import TextDelta
     from nextgpt.media import Media, preprocess
+    from nextgpt.render import write_media
 
     items = {"image": MEDIA / "bird_image.jpg", "audio": MEDIA / "bird_audio.wav", "video": MEDIA / "test.mp4"}
     out = {}
@@ -100,7 +101,7 @@ def stages(model, repeat: int, tmp: Path) -> dict:
         out[f"decoder {m}"] = timed(lambda: model.decoders.decode(m, cond, seed=0), repeat)
         media = model.decoders.decode(m, cond, seed=0)
         suffix = {"image": ".png", "video": ".mp4", "audio": ".wav"}[m]
-        out[f"write {m}"] = timed(lambda: model.decoders.write(media, tmp / f"x{suffix}"), repeat)
+        out[f"write {m}"] = timed(lambda: write_media(media, tmp / f"x{suffix}"), repeat)
     return out
 
 
@@ -111,6 +112,7 @@ def wrapper_overhead(model, repeat: int, tmp: Path) -> dict:
 
     from nextgpt.conversation import build_prompt
     from nextgpt.generation import STOP, SignalRunLogitsProcessor, find_runs
+    from nextgpt.render import write_media
 
     messages = _turn(model, media=[("image", MEDIA / "bird_image.jpg")])
     cfg = model.config.generation
@@ -132,7 +134,7 @@ def wrapper_overhead(model, repeat: int, tmp: Path) -> dict:
             for r in find_runs(ids, model.signal_ids):
                 hidden = model.signal_hidden(prompt, ids, r.start, len(r.ids))
                 cond = model.project_signal(r.modality, hidden, list(r.ids))
-                model.decoders.write(model.decoders.decode(r.modality, cond, seed=0), tmp / "direct.png")
+                write_media(model.decoders.decode(r.modality, cond, seed=0), tmp / "direct.png")
 
     t = timed_together({"library": lambda: model.generate(messages, seed=0, output="image", out_dir=tmp),
                         "parts": direct}, repeat)

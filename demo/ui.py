@@ -3,7 +3,6 @@ answer is drawn is `answer.py`."""
 
 from __future__ import annotations
 
-import random
 import tempfile
 import threading
 import time
@@ -12,10 +11,9 @@ from urllib.parse import quote
 
 import gradio as gr
 
-from nextgpt.conversation import Message
 from nextgpt.generation import ChatResult, MediaFailed, MediaProgress, MediaReady
-from nextgpt.media import Media, MediaError, guess_modality
-from nextgpt.serve import ChatService
+from nextgpt.media import MediaError
+from nextgpt.serve import ChatService, TurnOptions
 
 from .answer import Answer, note, refused, stopped
 from .examples import examples, scripted_turns
@@ -93,6 +91,19 @@ def header(config) -> str:
             "Type a message, attach a picture, sound or video, or pick an example.")
 
 
+# The Settings panel's inputs, in the order the turn handlers receive them.
+SETTINGS = ("seed", "randomize_seed", "temperature", "top_p", "max_new_tokens", "image_guidance", "image_steps",
+            "image_size", "video_guidance", "video_steps", "video_frames", "audio_guidance", "audio_steps",
+            "audio_seconds")
+
+
+def turn_options(output: str, settings) -> TurnOptions:
+    """The Output choice and the Settings panel's values as a turn's options."""
+    values = dict(zip(SETTINGS, settings))
+    randomize = values.pop("randomize_seed")
+    return TurnOptions(output=output, **{**values, "seed": None if randomize else values["seed"]})
+
+
 def calm_stop() -> gr.Button:
     """Stop while nothing runs: grey and disabled, not a red button that does nothing."""
     return gr.Button(variant="secondary", interactive=False)
@@ -141,9 +152,7 @@ def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
         if stop.is_set() and last is not None:
             yield stopped(last[0]), None
 
-    def run_turn(message, history, output, seed, randomize_seed, temperature, top_p, max_new_tokens,
-                 image_guidance, image_steps, image_size, video_guidance, video_steps, video_frames,
-                 audio_guidance, audio_steps, audio_seconds):
+    def run_turn(message, history, output, *values):
         """One turn: check the input, echo it, stream the answer. Yields (history, textbox)."""
         history = list(history or [])
         if isinstance(message, str):
@@ -151,50 +160,27 @@ def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
         message = message or {"text": "", "files": []}
         files = []
         try:
-            text = service.check_text(message.get("text") or "")
             files = [f if isinstance(f, str) else (f.get("path") if isinstance(f, dict) else str(f))
                      for f in (message.get("files") or [])]
-            media = [Media(guess_modality(p), p) for p in files]
-            if not text.strip() and not media:
-                raise MediaError("type a message or attach a file first")
+            user = service.user_message(message.get("text") or "", files)
             messages = to_messages(history, allowed_roots)
-            service.check_media(media)
         except MediaError as e:
             yield history + refused(message.get("text") or "", files, str(e)), message  # back in the box
             return
-        history += [{"role": "user", "content": {"path": m.path}} for m in media]
-        if text.strip():
-            history.append({"role": "user", "content": text})
-        parts = [*media, text] if text.strip() else media
-        if messages and messages[-1].role == "user":
-            messages[-1].content.extend(parts)
-        else:
-            messages.append(Message("user", parts))
+        history += [{"role": "user", "content": {"path": m.path}} for m in user.media]
+        if user.text.strip():
+            history.append({"role": "user", "content": user.text})
         yield history, gr.MultimodalTextbox(value=None, interactive=False)  # locked until `idle`
 
-        seed = random.randint(0, 2**31 - 1) if randomize_seed else int(seed)
-        options = dict(
-            seed=seed, temperature=float(temperature), top_p=float(top_p), max_new_tokens=int(max_new_tokens),
-            output=output, out_dir=outputs_dir,
-            decoder_options={
-                "image": dict(guidance_scale=image_guidance, num_inference_steps=int(image_steps),
-                              height=int(image_size), width=int(image_size)),
-                "video": dict(guidance_scale=video_guidance, num_inference_steps=int(video_steps),
-                              num_frames=int(video_frames)),
-                "audio": dict(guidance_scale=audio_guidance, num_inference_steps=int(audio_steps),
-                              audio_length_s=float(audio_seconds)),
-            },
-        )
         answer = Answer()
-        events = service.chat(messages, **options)
+        events = service.turn(messages, user, turn_options(output, values), outputs_dir)
         shown = time.monotonic()  # the echo above
         _poll_every(demo, settings.queue_poll_busy_s)  # see AppSettings.queue_poll_s
         try:
             for event in events:
                 answer.apply(event)
-                # Each yield is a render, a diff and a message to every browser, and costs a nano turn ~10 ms:
-                # at most one update per stream interval, except that a decoder's start and a media item's end
-                # show at once.
+                # Each yield is a render, a diff and a message to every browser: at most one update per stream
+                # interval, except that a decoder's start and a media item's end show at once.
                 now = time.monotonic()
                 at_once = isinstance(event, (MediaReady, MediaFailed)) or (
                     isinstance(event, MediaProgress) and event.step == 0)
@@ -306,33 +292,34 @@ def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
                 example_list = gr.Examples([[e.message, e.output] for e in shown], inputs=[textbox, output],
                                            example_labels=[e.label for e in shown], examples_per_page=len(shown),
                                            label="Examples: each starts a new chat", elem_id="examples")
+        w = {}  # the Settings panel's inputs, by the names in SETTINGS
         with gr.Accordion("Settings", open=False):
             with gr.Row():
-                seed = gr.Number(0, label="Seed", precision=0, info="Same seed and settings, same answer.")
-                randomize_seed = gr.Checkbox(False, label="Randomize seed each turn")
-                temperature = gr.Slider(0.0, 2.0, gen.temperature, step=0.05, label="Temperature",
-                                        info="0 = greedy decoding.")
-                top_p = gr.Slider(0.01, 1.0, gen.top_p, step=0.01, label="Top-p",
-                                  info="The official demo uses 0.01: nearly greedy.")
-                max_new_tokens = gr.Slider(8, max(512, gen.max_new_tokens), gen.max_new_tokens, step=1,
-                                           label="Max new tokens")
+                w["seed"] = gr.Number(0, label="Seed", precision=0, info="Same seed and settings, same answer.")
+                w["randomize_seed"] = gr.Checkbox(False, label="Randomize seed each turn")
+                w["temperature"] = gr.Slider(0.0, 2.0, gen.temperature, step=0.05, label="Temperature",
+                                             info="0 = greedy decoding.")
+                w["top_p"] = gr.Slider(0.01, 1.0, gen.top_p, step=0.01, label="Top-p",
+                                       info="The official demo uses 0.01: nearly greedy.")
+                w["max_new_tokens"] = gr.Slider(8, max(512, gen.max_new_tokens), gen.max_new_tokens, step=1,
+                                                label="Max new tokens")
             with gr.Row():
-                image_guidance = gr.Slider(1, 15, dec["image"].guidance_scale, step=0.5, label="Image guidance")
-                image_steps = gr.Slider(1, 100, dec["image"].num_inference_steps, step=1, label="Image steps")
-                image_size = gr.Slider(max(32, size_d // 2), size_d * 2, size_d, step=8, label="Image size (px)")
+                w["image_guidance"] = gr.Slider(1, 15, dec["image"].guidance_scale, step=0.5, label="Image guidance")
+                w["image_steps"] = gr.Slider(1, 100, dec["image"].num_inference_steps, step=1, label="Image steps")
+                w["image_size"] = gr.Slider(max(32, size_d // 2), size_d * 2, size_d, step=8,
+                                            label="Image size (px)")
             with gr.Row():
-                video_guidance = gr.Slider(1, 15, dec["video"].guidance_scale, step=0.5, label="Video guidance")
-                video_steps = gr.Slider(1, 100, dec["video"].num_inference_steps, step=1, label="Video steps")
-                video_frames = gr.Slider(max(2, frames_d // 2), frames_d * 2, frames_d, step=1, label="Video frames",
-                                         info="The content changes with the frame count.")
+                w["video_guidance"] = gr.Slider(1, 15, dec["video"].guidance_scale, step=0.5, label="Video guidance")
+                w["video_steps"] = gr.Slider(1, 100, dec["video"].num_inference_steps, step=1, label="Video steps")
+                w["video_frames"] = gr.Slider(max(2, frames_d // 2), frames_d * 2, frames_d, step=1,
+                                              label="Video frames", info="The content changes with the frame count.")
             with gr.Row():
-                audio_guidance = gr.Slider(1, 15, dec["audio"].guidance_scale, step=0.5, label="Audio guidance")
-                audio_steps = gr.Slider(1, 100, dec["audio"].num_inference_steps, step=1, label="Audio steps")
-                audio_seconds = gr.Slider(0.5, max(10.0, secs_d * 2), secs_d, step=0.01, label="Audio length (s)")
+                w["audio_guidance"] = gr.Slider(1, 15, dec["audio"].guidance_scale, step=0.5, label="Audio guidance")
+                w["audio_steps"] = gr.Slider(1, 100, dec["audio"].num_inference_steps, step=1, label="Audio steps")
+                w["audio_seconds"] = gr.Slider(0.5, max(10.0, secs_d * 2), secs_d, step=0.01,
+                                               label="Audio length (s)")
         gr.Markdown(limits_text, elem_id="limits")
-        settings_inputs = [seed, randomize_seed, temperature, top_p, max_new_tokens, image_guidance, image_steps,
-                           image_size, video_guidance, video_steps, video_frames, audio_guidance, audio_steps,
-                           audio_seconds]
+        settings_inputs = [w[name] for name in SETTINGS]
         model_events = dict(concurrency_limit=1, concurrency_id="model")  # one generation at a time, queued
         quick = dict(queue=False, api_visibility="undocumented")
         turn_inputs = [textbox, chatbot, output, *settings_inputs]

@@ -254,13 +254,12 @@ def format_model_table(r: dict) -> str:
 
 def evaluate_parts(folder: str | Path, world: str | Path, split: str = "test", n: int | None = None) -> dict:
     """The frozen nano parts: encoder retrieval and each decoder from caption strings."""
-    from .train import nano_audio, nano_encoder, nano_image, nano_video
+    from .nano import parts
 
     folder = Path(folder)
-    out = {"encoder": nano_encoder.evaluate(folder / "encoder", world, split=split)}
-    for modality, module in (("image", nano_image), ("video", nano_video), ("audio", nano_audio)):
-        kwargs = {"n": n} if n else {}
-        out[f"{modality}_decoder"] = module.evaluate(folder / f"{modality}_decoder", world, split=split, **kwargs)
+    out = {"encoder": parts.evaluate_encoder(folder / "encoder", world, split=split)}
+    for m in MODALITIES:
+        out[f"{m}_decoder"] = parts.evaluate_decoder(m, folder / f"{m}_decoder", world, split=split, n=n or None)
     return out
 
 
@@ -272,8 +271,8 @@ def format_parts_table(r: dict) -> str:
                          f"{row['media_to_caption']:.1%}, caption -> media {row['caption_to_media']:.1%}")
     for m in MODALITIES:
         row = r.get(f"{m}_decoder")
-        if row:  # attribute accuracies; AudioLDM-nano names its colour "pitch" and its "all" "both"
-            names = [a for a in ("colour", "pitch", "shape", "position", "direction", "rhythm", "all", "both")
+        if row:  # attribute accuracies (a sound's colour is its pitch)
+            names = [a for a in ("colour", "shape", "position", "direction", "rhythm", "all")
                      if isinstance(row.get(a), float)]
             lines.append(f"{m + '_decoder':16s} {row['n']:5d}   " + ", ".join(f"{a} {row[a]:.1%}" for a in names))
     return "\n".join(lines)

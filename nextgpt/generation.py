@@ -8,6 +8,7 @@ forced or forbidden (the app's output selector).
 from __future__ import annotations
 
 import queue
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,18 @@ from transformers import LogitsProcessor, StoppingCriteria
 from transformers.generation.streamers import BaseStreamer
 
 STOP = "###"
+SEED_RANGE = 2**31  # seeds fit a signed 32-bit integer, as Gradio's number box and every generator take them
+
+
+def new_seed() -> int:
+    """A fresh random seed for a turn that was given none (recorded with its media, so it can be reproduced)."""
+    return secrets.randbelow(SEED_RANGE)
+
+
+def decoder_seed(turn_seed: int, index: int) -> int:
+    """The seed of a turn's `index`-th medium of one modality, derived from the turn's one seed: the first uses the
+    turn's seed itself, a second of the same modality the next one, so two images of one answer differ."""
+    return (int(turn_seed) + index) % SEED_RANGE
 
 
 # --- events streamed by NextGPT.chat ----------------------------------------------------------------------------

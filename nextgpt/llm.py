@@ -7,6 +7,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AddedToken, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from .config import MODALITIES, NextGPTConfig, SignalTokenConfig
+from .offline import llama_bpe_tokenizer
 
 
 def add_signal_tokens(tokenizer: PreTrainedTokenizerBase, signal: SignalTokenConfig) -> dict[str, list[int]]:
@@ -34,24 +35,12 @@ def add_signal_tokens(tokenizer: PreTrainedTokenizerBase, signal: SignalTokenCon
 
 def build_tiny_tokenizer(signal: SignalTokenConfig) -> PreTrainedTokenizerBase:
     """A small byte-level BPE tokenizer trained on a fixed text, for the random tiny model."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
     corpus = [
         "### Human: Can you show me a picture of a red circle?\n### Assistant: Sure, here it is.\n###",
         "### Human: What is in this image, video or sound?\n### Assistant: A blue square moving left.\n###",
         "The quick brown fox jumps over the lazy dog. 0123456789 , . ! ? ' \" ( ) [ ] < > / : ; - _ #",
     ] * 4
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=["<unk>", "<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tok.train_from_iterator(corpus, trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="</s>"
-    )
+    return llama_bpe_tokenizer(corpus, vocab_size=400)
 
 
 def load_tokenizer(config: NextGPTConfig, source: str | None) -> PreTrainedTokenizerBase:

@@ -35,13 +35,16 @@ from .generation import (
     SignalRunLogitsProcessor,
     TextDelta,
     TokenQueueStreamer,
+    decoder_seed,
     find_runs,
+    new_seed,
     stop_like_ids,
     visible_text,
 )
 from .llm import add_signal_tokens, build_llm, load_tokenizer
 from .media import Media
 from .projectors import OutputProjector, input_projector
+from .render import SUFFIXES, write_media
 
 OUTPUTS = ("auto", "text") + MODALITIES  # the output selector: auto, text only, or force one modality
 TRAINED_FILE = "nextgpt.safetensors"
@@ -53,6 +56,16 @@ def _resolve(path: str | None, root: Path | None) -> str | None:
         return path
     candidate = root / path
     return str(candidate) if candidate.exists() else path
+
+
+def _resolve_paths(config: NextGPTConfig, root: Path | None) -> None:
+    """Every component path of a saved model's config, as seen from here (once, before anything is built)."""
+    config.llm.pretrained = _resolve(config.llm.pretrained, root)
+    config.llm.tokenizer = _resolve(config.llm.tokenizer, root)
+    config.checkpoint = _resolve(config.checkpoint, root)
+    config.encoder.pretrained = _resolve(config.encoder.pretrained, root)
+    for c in config.decoders.values():
+        c.pretrained = _resolve(c.pretrained, root)
 
 
 def _relative(path: str | None, folder: Path) -> str | None:
@@ -111,10 +124,10 @@ class NextGPT(nn.Module):
     ) -> "NextGPT":
         """Build every component described by `config`; `meta=True` builds only the trained parts, weightless."""
         config = NextGPTConfig.from_dict(config.to_dict())  # never mutate the caller's config
-        root = Path(root) if root is not None else None
+        # The model's config keeps the resolved paths, so a save without components can point back at them.
+        _resolve_paths(config, Path(root) if root is not None else None)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = dtype or (torch.float16 if str(device).startswith("cuda") else torch.float32)
-        config.llm.pretrained = _resolve(config.llm.pretrained, root)
         if meta:
             tokenizer = None
             # tiny builds its tokenizer (cheaply) to know its vocabulary; fixed-vocabulary presets need none
@@ -122,13 +135,13 @@ class NextGPT(nn.Module):
             config.llm.vocab_size = vocab
             config.llm.pretrained = None
         else:
-            tokenizer = load_tokenizer(config, _resolve(config.llm.tokenizer, root) or config.llm.pretrained)
+            tokenizer = load_tokenizer(config, config.llm.tokenizer or config.llm.pretrained)
             add_signal_tokens(tokenizer, config.signal)
             vocab = len(tokenizer)
             if config.llm.vocab_size and config.llm.vocab_size != vocab:
                 raise ValueError(f"tokenizer has {vocab} tokens with the signal tokens, the model needs {config.llm.vocab_size}")
             config.llm.vocab_size = vocab
-        source = None if meta else checkpoint or _resolve(config.checkpoint, root)  # the trained weights, if any
+        source = None if meta else checkpoint or config.checkpoint  # the trained weights, if any
         with torch.device("meta") if meta else torch.device("cpu"):
             llm = build_llm(config, vocab, dtype=dtype, device_map=None if meta else device_map,
                             mean_resizing=not source)
@@ -140,10 +153,6 @@ class NextGPT(nn.Module):
                 )
         encoder = decoders = None
         if not meta:
-            # keep resolved paths in the model's config, so a save without components can point back at them
-            config.encoder.pretrained = _resolve(config.encoder.pretrained, root)
-            for c in config.decoders.values():
-                c.pretrained = _resolve(c.pretrained, root)
             if load_encoder:
                 encoder = Encoder.from_config(config.encoder, device=device, dtype=dtype)
             decoders = Decoders(
@@ -356,7 +365,7 @@ class NextGPT(nn.Module):
         max_new_tokens = max_new_tokens or gen_cfg.max_new_tokens
         temperature = gen_cfg.temperature if temperature is None else temperature
         top_p = gen_cfg.top_p if top_p is None else top_p
-        seed = int(torch.randint(0, 2**31 - 1, (1,)).item()) if seed is None else int(seed)
+        seed = new_seed() if seed is None else int(seed)  # the turn's one seed; each medium's is derived from it
         cancel = cancel or threading.Event()
         with self._lock:
             prompt = self.embed_prompt(build_prompt(messages, self.config.llm.tokenization))
@@ -429,11 +438,14 @@ class NextGPT(nn.Module):
                 result.signal_tokens += self.tokenizer.convert_ids_to_tokens(list(r.ids))
             if decode_media and runs:
                 folder = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="nextgpt-"))
+                made = {m: 0 for m in MODALITIES}
                 for r in runs:
                     hidden = self.signal_hidden(prompt, generated, r.start, len(r.ids))
                     cond = self.project_signal(r.modality, hidden, list(r.ids))
                     options = dict((decoder_options or {}).get(r.modality, {}))
-                    for event in self._decode(r.modality, cond, seed, options, folder):
+                    media_seed = decoder_seed(seed, made[r.modality])
+                    made[r.modality] += 1
+                    for event in self._decode(r.modality, cond, media_seed, options, folder):
                         if isinstance(event, (MediaReady, MediaFailed)):
                             event.text_offset = min(offsets.get(r.start, len(text)), len(text))
                         if isinstance(event, MediaReady):
@@ -465,8 +477,7 @@ class NextGPT(nn.Module):
             err = box["error"]
             yield MediaFailed(modality, str(err) if isinstance(err, DecoderError) else f"The {modality} decoder failed: {err}")
             return
-        suffix = {"image": ".png", "video": ".mp4", "audio": ".wav"}[modality]
-        path = self.decoders.write(box["media"], folder / f"{modality}-{uuid.uuid4().hex[:8]}{suffix}")
+        path = write_media(box["media"], folder / f"{modality}-{uuid.uuid4().hex[:8]}{SUFFIXES[modality]}")
         yield MediaReady(modality, str(path), dict(box["media"].info))
 
     def generate(self, messages: list[Message] | str, *, images=(), audios=(), videos=(), **kwargs) -> ChatResult:

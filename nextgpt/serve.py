@@ -1,7 +1,8 @@
 """The model wrapper that a server puts under its UI: created once per process, shared by every user.
 
-It owns nothing per user (each request brings its whole conversation), runs checks
-media before a turn starts (so a bad upload fails before anything is shown), and keeps decoders warm.
+It owns nothing per user (each request brings its whole conversation), checks a user's message before the turn
+starts (so a bad upload fails before anything is shown), keeps decoders warm, and runs one turn from a
+conversation and a `TurnOptions`.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ import ctypes
 import threading
 import unicodedata
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 from .conversation import Message
-from .media import Media, MediaError, MediaLimits
+from .media import Media, MediaError, MediaLimits, guess_modality
 
 
 @dataclass
@@ -22,6 +24,52 @@ class ServiceLimits:
     max_prompt_chars: int = 4000
     max_files: int = 4
     max_history_turns: int = 8  # earlier turns are left out of the model's context
+
+
+@dataclass
+class TurnOptions:
+    """What a turn can set besides the conversation; None takes the model config's default.
+
+    `seed` None draws a fresh seed for the turn; it and each decoder's seed are recorded with the media."""
+
+    output: str = "auto"  # "auto", "text", or force "image" / "video" / "audio"
+    seed: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    max_new_tokens: int | None = None
+    image_guidance: float | None = None
+    image_steps: int | None = None
+    image_size: int | None = None  # square images: height and width
+    video_guidance: float | None = None
+    video_steps: int | None = None
+    video_frames: int | None = None
+    audio_guidance: float | None = None
+    audio_steps: int | None = None
+    audio_seconds: float | None = None
+
+    def decoder_options(self) -> dict[str, dict]:
+        """Per decoder, the keyword arguments of `Decoders.decode` that this turn sets."""
+        size = None if self.image_size is None else int(self.image_size)
+        options = {
+            "image": dict(guidance_scale=self.image_guidance, num_inference_steps=_int(self.image_steps),
+                          height=size, width=size),
+            "video": dict(guidance_scale=self.video_guidance, num_inference_steps=_int(self.video_steps),
+                          num_frames=_int(self.video_frames)),
+            "audio": dict(guidance_scale=self.audio_guidance, num_inference_steps=_int(self.audio_steps),
+                          audio_length_s=None if self.audio_seconds is None else float(self.audio_seconds)),
+        }
+        return {m: {k: v for k, v in o.items() if v is not None} for m, o in options.items()}
+
+    def chat_options(self) -> dict:
+        """The keyword arguments of `NextGPT.chat` for this turn."""
+        return dict(output=self.output, seed=_int(self.seed),
+                    temperature=None if self.temperature is None else float(self.temperature),
+                    top_p=None if self.top_p is None else float(self.top_p),
+                    max_new_tokens=_int(self.max_new_tokens), decoder_options=self.decoder_options())
+
+
+def _int(value) -> int | None:
+    return None if value is None else int(value)
 
 
 class ChatService:
@@ -63,6 +111,24 @@ class ChatService:
         if items:
             self.model.encoder.encode(items, self.limits.media)
 
+    def user_message(self, text: str, files: list[str]) -> Message:
+        """The user's message, checked: text within the limits, a message at all, and files that decode and embed
+        (so an error names the file). Raises `MediaError` with a sentence for the user."""
+        text = self.check_text(text)
+        media = [Media(guess_modality(f), f) for f in files]
+        if not text.strip() and not media:
+            raise MediaError("type a message or attach a file first")
+        self.check_media(media)
+        return Message("user", [*media, text] if text.strip() else media)
+
+    def turn(self, history: list[Message], message: Message, options: TurnOptions,
+             out_dir: str | Path | None = None) -> Iterator:
+        """One turn: `message` after `history` (joined to a last user message, whose turn it continues), answered
+        as `NextGPT.chat` events."""
+        if history and history[-1].role == "user":
+            history, message = history[:-1], Message("user", [*history[-1].content, *message.content])
+        yield from self.chat([*history, message], **options.chat_options(), out_dir=out_dir)
+
     def context(self, messages: list[Message]) -> list[Message]:
         """The last `max_history_turns` turns, always starting with a user message."""
         users = [i for i, m in enumerate(messages) if m.role == "user"]
@@ -77,9 +143,9 @@ class ChatService:
             self._return_free_memory()
 
     def _return_free_memory(self) -> None:
-        """glibc keeps the pages a turn freed, so a long-lived server's RSS creeps up (the soak test: +10.3% over 80
-        turns without this, +0.5% with it). Hand them back after each turn, in a thread of its own: ctypes releases
-        the GIL, so the turn's last update is not held up."""
+        """glibc keeps the pages a turn freed, so a long-lived server's memory creeps up turn after turn. Hand them
+        back after each turn, in a thread of its own: ctypes releases the GIL, so the turn's last update is not held
+        up."""
         if self._libc is not None:
             threading.Thread(target=self._libc.malloc_trim, args=(0,), daemon=True).start()
 

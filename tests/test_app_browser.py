@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 
 from app_helpers import ARTIFACTS
-from nextgpt.decoders import AUDIO_PEAK
+from nextgpt.render import AUDIO_PEAK
 
 pytestmark = pytest.mark.skipif(not shutil.which("chromium"),
                                 reason="Debian chromium is not installed (.ci/run installs it)")

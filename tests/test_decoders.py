@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +11,8 @@ import soundfile as sf
 import torch
 
 from nextgpt.config import tiny
-from nextgpt.decoders import AUDIO_PEAK, DecodedMedia, Decoders, DecoderError, peak_normalised
+from nextgpt.decoders import DecodedMedia, Decoders, DecoderError
+from nextgpt.render import AUDIO_PEAK, peak_normalised, write_media
 
 COND_DIMS = {"image": 32, "video": 32, "audio": 32}
 SHAPES = {"image": (1, 77, 32), "video": (1, 77, 32), "audio": (1, 32)}  # what the output projectors produce
@@ -56,7 +58,7 @@ def test_decode_and_write(decoders, configs, modality, tmp_path):
     assert media.modality == modality
     assert media.info["seed"] == 3 and media.info["steps"] == steps and media.info["guidance"] == cfg.guidance_scale
     assert media.info["seconds_taken"] >= 0
-    path = decoders.write(media, tmp_path / "out" / f"x.{SUFFIX[modality]}")  # parent folder is created
+    path = write_media(media, tmp_path / "out" / f"x.{SUFFIX[modality]}")  # parent folder is created
     assert path.exists() and path.stat().st_size > 0
 
     if modality == "image":
@@ -176,7 +178,7 @@ def test_odd_video_sizes_are_padded_for_yuv420p(decoders, tmp_path):
 
     frames = np.random.default_rng(0).integers(0, 255, (3, 33, 31, 3), dtype=np.uint8)
     media = DecodedMedia("video", frames, fps=8)
-    path = decoders.write(media, tmp_path / "odd.mp4")
+    path = write_media(media, tmp_path / "odd.mp4")
     with VideoFileClip(str(path)) as clip:
         assert tuple(clip.size) == (32, 34)
     assert media.info["padded_to"] == (32, 34)
@@ -188,8 +190,23 @@ def test_written_sounds_never_clip(decoders, tmp_path):
     t = np.arange(rate, dtype=np.float32) / rate
     for amplitude in (2.0, 0.01):
         tone = DecodedMedia("audio", amplitude * np.sin(2 * np.pi * 440 * t), sample_rate=rate)
-        wav, _ = sf.read(str(decoders.write(tone, tmp_path / f"{amplitude}.wav")), dtype="float32")
+        wav, _ = sf.read(str(write_media(tone, tmp_path / f"{amplitude}.wav")), dtype="float32")
         assert np.abs(wav).max() == pytest.approx(AUDIO_PEAK, rel=1e-5) and AUDIO_PEAK < 1
         assert tone.info["gain"] == pytest.approx(AUDIO_PEAK / amplitude, rel=1e-4)
     silence, gain = peak_normalised(np.zeros(100))
     assert gain == 1.0 and not silence.any()
+
+
+def test_shipped_audio_decoder_loads_in_a_fresh_process():
+    """AudioLDM-nano's model_index.json names its vocoder's module (older folders name `nextgpt.nano.vocoder`):
+    loading it through `Decoders` alone, with nothing imported beforehand, finds it."""
+    import subprocess
+    import sys
+
+    code = ("from nextgpt.config import DecoderConfig\nfrom nextgpt.decoders import Decoders\n"
+            "d = Decoders({'audio': DecoderConfig('assets/nano/audio_decoder')}, cond_dims={'audio': 32})\n"
+            "print(type(d.get('audio').vocoder).__name__)")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("GriffinLimVocoder")

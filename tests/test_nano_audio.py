@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from nextgpt.train.common import load_state
-from nextgpt.nano import world
-from nextgpt.nano.vocoder import GriffinLimVocoder, log_mel
+from nextgpt.nano import parts, world
+from nextgpt.vocoder import GriffinLimVocoder, log_mel
 from nextgpt.train import nano_audio
 
 
@@ -21,13 +21,14 @@ def tiny_world(tmp_path_factory):
     return out
 
 
-def tiny_config(world_dir, tmp_path, **over) -> nano_audio.Config:
+def tiny_config(world_dir, tmp_path, **over) -> nano_audio.AudioTrainConfig:
     cfg = dict(world=str(world_dir), run=str(tmp_path / "run"), out=str(tmp_path / "out"), save_every_s=1e9,
-               vocab_size=300, text_hidden=16, text_layers=1, text_heads=2, embed_dim=8, tower_width=8,
+               vocab_size=300, text_width=16, text_layers=1, text_heads=2, embed_dim=8, tower_width=8,
                text_steps=2, text_batch=8, vae_channels=(8, 8, 8), norm_groups=4, vae_steps=2, vae_batch=2,
                vae_crop=32, unet_channels=(8, 8, 16), unet_steps=2, unet_batch=4, warmup=2, frames=32,
-               score_every=2, report_n=1, num_inference_steps=2, guidance_grid="2", steps_grid="2", select_n=2, eval_n=2)
-    return nano_audio.Config(**{**cfg, **over})
+               unet_eval_every=2, report_n=1, num_inference_steps=2, guidance_grid="2", steps_grid="2", select_n=2,
+               test_n=2)
+    return nano_audio.AudioTrainConfig(**{**cfg, **over})
 
 
 def test_griffin_lim_keeps_pitch_and_rhythm():
@@ -48,7 +49,7 @@ def test_all_parts_resume_and_export(tiny_world, tmp_path):
 
     cfg = tiny_config(tiny_world, tmp_path)
     result = nano_audio.train(cfg, "all")
-    assert {"pitch", "rhythm", "guidance_scale", "num_inference_steps"} <= set(result)
+    assert {"colour", "rhythm", "all", "guidance_scale", "num_inference_steps"} <= set(result)
 
     # Resume: more steps continue from the saved step counter, and the log says so.
     nano_audio.train(tiny_config(tiny_world, tmp_path, text_steps=4), "text")
@@ -60,7 +61,7 @@ def test_all_parts_resume_and_export(tiny_world, tmp_path):
     # The exported folder is a plain AudioLDMPipeline, vocoder included, with its inference settings.
     pipe = AudioLDMPipeline.from_pretrained(str(tmp_path / "out"), dtype=torch.float32)
     assert type(pipe.vocoder).__name__ == "GriffinLimVocoder"
-    settings = nano_audio.inference_settings(tmp_path / "out")
+    settings = parts.inference_settings("audio", tmp_path / "out")
     assert settings["num_inference_steps"] == 2 and settings["guidance_scale"] == 2.0
     gen = torch.Generator().manual_seed(0)
     audio = pipe("a beeping red tone", num_inference_steps=2, audio_length_in_s=0.32, generator=gen).audios
@@ -68,12 +69,12 @@ def test_all_parts_resume_and_export(tiny_world, tmp_path):
     audio = pipe(prompt_embeds=torch.nn.functional.normalize(torch.randn(1, 8), dim=-1), num_inference_steps=2,
                  audio_length_in_s=0.32, generator=gen).audios
     assert audio.shape == (1, 5120)
-    scores = nano_audio.evaluate(tmp_path / "out", tiny_world, "train", n=2)
-    assert scores["n"] == 2 and 0.0 <= scores["pitch"] <= 1.0
+    scores = parts.evaluate_decoder("audio", tmp_path / "out", tiny_world, "train", n=2)
+    assert scores["n"] == 2 and 0.0 <= scores["colour"] <= 1.0
 
     # Retune: a wider grid chosen again on the exported folder; its settings are a point of the grid.
     result = nano_audio.train(tiny_config(tiny_world, tmp_path, guidance_grid="1,3", steps_grid="1,2"), "retune")
-    settings = nano_audio.inference_settings(tmp_path / "out")
+    settings = parts.inference_settings("audio", tmp_path / "out")
     assert settings["guidance_scale"] in (1.0, 3.0) and settings["num_inference_steps"] in (1, 2)
     assert result["guidance_scale"] == settings["guidance_scale"]
     assert json.loads((tmp_path / "run" / "retune" / "result.json").read_text())["n"] == 2

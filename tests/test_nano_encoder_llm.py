@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from nextgpt.train.common import load_state
-from nextgpt.nano import world
+from nextgpt.encoder import import_imagebind
+from nextgpt.nano import parts, world
 
 
 @pytest.fixture(scope="module")
@@ -46,19 +47,19 @@ def test_nano_encoder_resumes_logs_and_exports(tiny_world, tmp_path):
 
     # The folder loads through Encoder.from_config and reproduces the trained model's embeddings (fp16 weights).
     kwargs = json.loads((out / "config.json").read_text())["model_kwargs"]
-    enc = ne.load_encoder(out)
+    enc = parts.load_encoder(out)
     assert enc.embed_dim == 16 and (out / "encoder.safetensors").is_file()
-    image_bind_model, _ = ne.import_imagebind()
+    image_bind_model, _ = import_imagebind()
     trained = image_bind_model(**kwargs)
     trained.load_state_dict(load_state(run / "state.pt")["modules"]["model"])
     trained.eval()
-    data = ne.load_cached(ne.Config(world=str(tiny_world), run=str(run)), "train")
+    data = ne.load_cached(ne.EncoderTrainConfig(world=str(tiny_world), run=str(run)), "train")
     x = ne.model_input("image", data["image"]["x"][:4])
     with torch.no_grad():
         ours = enc.embed("image", x)
-        ref = ne.embed(trained, "image", x)
+        ref = parts.embed(trained, "image", x)
     assert torch.nn.functional.cosine_similarity(ours, ref).min() > 0.99
-    assert torch.equal(ours, ne.load_encoder(out).embed("image", x))  # loading is deterministic
+    assert torch.equal(ours, parts.load_encoder(out).embed("image", x))  # loading is deterministic
 
     # Multi-clip inputs from the real loaders give the cached single-clip embedding (the cache shortcut is exact).
     from nextgpt.media import load_audio, load_video
@@ -71,11 +72,11 @@ def test_nano_encoder_resumes_logs_and_exports(tiny_world, tmp_path):
     assert torch.allclose(enc.embed("audio", load_audio(tiny_world / "audios" / name)[None]),
                           enc.embed("audio", data["audio"]["x"][:1][:, None]), atol=1e-5)
 
-    result = ne.evaluate(out, tiny_world, "test")
+    result = parts.evaluate_encoder(out, tiny_world, "test")
     assert set(result) == {"image", "video", "audio"}
     for r in result.values():
         assert r["n"] == 0 or 0.0 <= r["media_to_caption"] <= 1.0
-    assert "media->caption" in ne.format_table(result)
+    assert "media->caption" in parts.format_retrieval(result)
 
 
 def test_nano_llm_resumes_logs_and_exports(tiny_world, tmp_path):

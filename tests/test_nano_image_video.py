@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from nextgpt.nano import world
+from nextgpt.nano import parts, world
 from nextgpt.train import nano_image, nano_video
 
 
@@ -62,10 +62,10 @@ def test_image_parts_resume_and_export(tiny):
     assert img.size == (64, 64)
     embeds = pipe.text_encoder(pipe.tokenizer("a red circle", padding="max_length", max_length=77,
                                               return_tensors="pt").input_ids).last_hidden_state
-    assert embeds.shape == (1, 77, 32)  # the conditioning NExT-GPT's image output projector regresses (issue 6)
+    assert embeds.shape == (1, 77, 32)  # the conditioning NExT-GPT's image output projector regresses
     img = pipe(prompt_embeds=embeds, num_inference_steps=2, height=64, width=64, output_type="np").images
     assert img.shape == (1, 64, 64, 3) and np.isfinite(img).all()
-    scores = nano_image.evaluate(out, tiny / "world", split="train", n=2, steps=2)  # tiny world: no test items
+    scores = parts.evaluate_decoder("image", out, tiny / "world", split="train", n=2, num_inference_steps=2)
     assert scores["n"] == 2 and {"colour", "shape", "position"} <= set(scores)
 
 
@@ -76,7 +76,7 @@ def test_video_resume_and_export(tiny):
         test_image_parts_resume_and_export(tiny)
     args = dict(world=tiny / "world", run=tiny / "run_video", out=tiny / "video_decoder", cache=tiny / "cache",
                 image_decoder=tiny / "image_decoder", unet_heads=2, unet_steps=2, unet_batch=2, unet_eval_every=2,
-                eval_n=1, steps=2, log_every=1, save_every_s=0, threads=1)
+                eval_n=1, num_inference_steps=2, log_every=1, save_every_s=0, threads=1)
     argv = lambda **o: [s for k, v in {**args, **o}.items() for s in (f"--{k.replace('_', '-')}", str(v))]  # noqa
     nano_video.main(argv(part="unet"))
     nano_video.main(argv(part="unet", unet_steps=3))
@@ -89,13 +89,13 @@ def test_video_resume_and_export(tiny):
     frames = pipe("a red circle moving left", num_inference_steps=2, height=64, width=64, num_frames=8,
                   output_type="np").frames
     assert np.asarray(frames).shape == (1, 8, 64, 64, 3)
-    assert nano_video.inference_settings(tiny / "video_decoder") == {"guidance_scale": 5.0, "num_inference_steps": 2}
-    scores = nano_video.evaluate(tiny / "video_decoder", tiny / "world", split="train", n=1)
+    assert parts.inference_settings("video", tiny / "video_decoder") == {"guidance_scale": 5.0, "num_inference_steps": 2}
+    scores = parts.evaluate_decoder("video", tiny / "video_decoder", tiny / "world", split="train", n=1)
     assert scores["n"] == 1 and {"colour", "direction"} <= set(scores) and scores["num_inference_steps"] == 2
 
     # retune: guidance chosen on validation captions, saved with the pipeline, the test split scored with it
     nano_video.main(argv(part="retune", guidance_grid="2,5", select_n=1))
-    chosen = nano_video.inference_settings(tiny / "video_decoder")
+    chosen = parts.inference_settings("video", tiny / "video_decoder")
     assert chosen["guidance_scale"] in (2.0, 5.0) and chosen["num_inference_steps"] == 2
     info = json.loads((tiny / "video_decoder" / "nano_training.json").read_text())
     assert info["retune"]["guidance_scale"] == chosen["guidance_scale"] and info["retune"]["split"] == "test"

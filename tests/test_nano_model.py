@@ -4,6 +4,8 @@ Inputs are rendered by the world's own renderers (never seen in training: fresh 
 world's phrasing, and a fixed seed keeps each answer the same from run to run.
 """
 
+import json
+
 import numpy as np
 import pytest
 
@@ -38,10 +40,10 @@ def test_default_is_the_shipped_nano():
 
 def test_shipped_decoder_settings_are_those_chosen_on_validation(nano):
     """The model's config decodes at the guidance and steps saved with each decoder (chosen on validation captions)."""
-    from nextgpt.train import nano_audio, nano_video
+    from nextgpt.nano import parts
 
-    for modality, module in (("video", nano_video), ("audio", nano_audio)):
-        chosen = module.inference_settings(SHIPPED["nano"] / f"{modality}_decoder")
+    for modality in ("image", "video", "audio"):
+        chosen = parts.inference_settings(modality, SHIPPED["nano"] / f"{modality}_decoder")
         used = nano.config.decoders[modality]
         assert (used.guidance_scale, used.num_inference_steps) == (chosen["guidance_scale"],
                                                                    chosen["num_inference_steps"])
@@ -112,6 +114,30 @@ def test_recipe_widens_the_lora_before_stage_3_only(tmp_path, monkeypatch):
     trained.clear()
     nano_model.main(["--runs", str(tmp_path), "--no-ship", "--only", "4", "--start", "assets/nano"])
     assert [(c.stage, c.model) for c in trained] == [(3, "assets/nano")]
+
+
+def test_a_model_started_elsewhere_ships_with_its_parts_and_relative_paths(nano, tmp_path):
+    """Shipping names every part relative to the shipped folder (copied in when they lie elsewhere), so the folder
+    is the whole model wherever it goes; a part already there with other weights stops it."""
+    import copy
+    import shutil
+
+    model = copy.copy(nano)
+    model.config = NextGPTConfig.from_dict(nano.config.to_dict())  # absolute paths into assets/nano
+    nano_model.ship(model, tmp_path / "shipped")
+    saved = json.loads((tmp_path / "shipped" / "config.json").read_text())
+    assert saved["encoder"]["pretrained"] == "encoder" and saved["llm"]["pretrained"] == "llm"
+    assert {m: c["pretrained"] for m, c in saved["decoders"].items()} == {m: f"{m}_decoder" for m in saved["decoders"]}
+    assert (tmp_path / "shipped" / "audio_decoder" / "model_index.json").exists()
+    shipped = NextGPTConfig.load(tmp_path / "shipped" / "config.json")
+    assert shipped.generation == nano.config.generation
+
+    other = tmp_path / "other"
+    shutil.copytree(tmp_path / "shipped", other)
+    (other / "llm" / "config.json").write_text((other / "llm" / "config.json").read_text() + " ")
+    model.config = NextGPTConfig.from_dict(nano.config.to_dict())
+    with pytest.raises(ValueError, match="other weights"):
+        nano_model.ship(model, other)
 
 
 def test_the_config_says_what_the_model_can_do():

@@ -1,6 +1,7 @@
 """A few steps of each of NExT-GPT's three stages on a tiny world, with the tiny model."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -211,3 +212,24 @@ def test_feature_store_is_shared_however_a_decoder_folder_is_spelled(nano_model,
     hub = SimpleNamespace(encoder=nano_model.encoder, config=SimpleNamespace(decoders={
         "image": SimpleNamespace(pretrained="stable-diffusion-v1-5/stable-diffusion-v1-5")}))
     assert FeatureStore.fingerprint(hub) != absolute  # a hub name is kept as it is
+
+
+def test_feature_store_is_shared_by_the_same_decoders_in_another_folder(nano_model, tmp_path):
+    """The store is keyed by what makes the conditioning (each decoder's text encoder and tokenizer files), not by
+    where the decoders lie: a copy elsewhere reuses it, and other text-encoder weights do not."""
+    import shutil
+    from types import SimpleNamespace
+
+    from nextgpt.train.stages import FeatureStore
+
+    copies = {}
+    for m, c in nano_model.config.decoders.items():
+        for part in ("text_encoder", "tokenizer"):
+            shutil.copytree(Path(c.pretrained) / part, tmp_path / m / part)
+        copies[m] = SimpleNamespace(pretrained=str(tmp_path / m))
+    model = lambda decoders: SimpleNamespace(encoder=nano_model.encoder,  # noqa: E731
+                                             config=SimpleNamespace(decoders=decoders))
+    assert FeatureStore.fingerprint(model(copies)) == FeatureStore.fingerprint(nano_model)
+    config = tmp_path / "audio" / "text_encoder" / "config.json"
+    config.write_text(config.read_text() + " ")
+    assert FeatureStore.fingerprint(model(copies)) != FeatureStore.fingerprint(nano_model)

@@ -41,9 +41,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..config import MODALITIES
 from . import world as W
 
-MODALITIES = ("image", "video", "audio")
 CAPABILITY_MARK = "I only know"
 UPLOAD_MARK = "not from my world"
 CAPABILITIES = ("I only know single shapes: circles, squares, triangles and stars, in red, yellow, green, cyan, "

@@ -1,45 +1,39 @@
 """Train AudioLDM-nano on the nano world, and export it as an `AudioLDMPipeline` folder.
 
-    python -m nextgpt.train.nano_audio [--part text|vae|unet|vocoder|export|all]
-                                       [--run runs/nano/audio] [--out assets/nano/audio_decoder] [--world data/nano-world]
-                                       [--<any Config field> value ...]
+    python -m nextgpt.train.nano_audio [--part text|vae|unet|vocoder|export|all|retune]
+                                       [--run runs/nano/audio] [--out assets/nano/audio_decoder]
+                                       [--world data/nano-world] [--<any config field> value ...]
 
 The same architecture as AudioLDM (Liu et al. 2023), at nano size, trained in the order the real parts were:
 
 1. CLAP-nano (`--part text`): a `ClapTextModelWithProjection` and a byte-level BPE tokenizer (wrapped as
    `RobertaTokenizerFast`, as CLAP's), trained contrastively against a small audio tower on log-mel spectrograms
    of the world's sounds. The tower is then thrown away and the text encoder frozen: its L2-normalised
-   `text_embeds` (1 x D) condition the UNet, and they are also what NExT-GPT's audio output projector regresses
-   (issue 6), so they must carry the colour (pitch) and the rhythm.
+   `text_embeds` (1 x D) condition the UNet, and they are also what NExT-GPT's audio output projector regresses,
+   so they must carry the colour (pitch) and the rhythm.
 2. A mel VAE (`--part vae`): `AutoencoderKL` on 1-channel log-mel "images" (time x 64 bins), 4x down in both axes.
    The latent mean and scale are folded into the VAE itself (see `fold_latent_normalisation`) so that the stock
    pipeline, which only knows `scaling_factor`, decodes what the UNet was trained on.
-3. The vocoder (`--part vocoder`): `nextgpt.nano.vocoder.GriffinLimVocoder`, a deterministic mel inversion that
-   has no weights to train (why, in that module's docstring); this part measures it on true mels with the oracles.
+3. The vocoder (`--part vocoder`): `nextgpt.vocoder.GriffinLimVocoder`, a deterministic mel inversion that has no
+   weights to train (why, in that module's docstring); this part measures it on true mels with the oracles.
 4. The latent diffusion UNet (`--part unet`): `UNet2DConditionModel` conditioned, as AudioLDM's, by the CLAP
    embedding as a class embedding concatenated to the time embedding (no cross-attention), trained on
    precomputed latents with 10 % of conditions replaced by CLAP's embedding of "" (what the pipeline passes as the
    negative for classifier-free guidance); the exported weights are an EMA of the trained ones.
 5. Export (`--part export`): picks guidance and steps on the validation split, writes the pipeline in fp16
-   safetensors, records the chosen inference settings in `scheduler/scheduler_config.json` under
-   "_nano_inference" (a private key: diffusers ignores it when loading the scheduler), and scores the test split.
-6. Retune (`--part retune`, not in `all`): the same selection on the exported pipeline, over a wider grid, rewrites
-   "_nano_inference". The first export's grid stopped at guidance 7, its best point; a steady tone then came out
-   an octave off often enough to cost text -> audio 10 points of pitch.
+   safetensors with the chosen inference settings (`nextgpt.nano.parts.save_inference`), and scores the test split.
+6. Retune (`--part retune`, not in `all`): the same selection on the exported pipeline, over a wider grid. A grid
+   that stops at guidance 7 leaves a steady tone an octave off often enough to cost text -> audio pitch
+   (docs/nano.md).
 
 Every part is seeded and resumable: its state lives in `<run>/<part>/state.pt` (saved every few minutes and at
 the end); running a part again continues from its step counter, and a finished part just rewrites its result in
 `<run>/<part>/final/`. Losses go to `<run>/<part>/log.jsonl`, sample WAVs to `<run>/unet/samples/`.
-
-`evaluate(folder, world_dir, split="test", n=None)` decodes held-out captions through the exported pipeline from
-plain string prompts and scores pitch (colour) and rhythm with `nextgpt.nano.oracles.sound_attributes`.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
-import dataclasses
 import json
 import math
 import shutil
@@ -51,9 +45,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nextgpt.nano import oracles, world
-from nextgpt.nano.vocoder import GriffinLimVocoder, MelConfig, log_mel
-from nextgpt.train.common import Run, read_inference, save_inference, seed_everything
+from nextgpt.nano import oracles, parts, world
+from nextgpt.offline import roberta_bpe_tokenizer
+from nextgpt.train.common import (Run, RunConfig, ema_update, optimizer_step, parse_config, seed_everything,
+                                  soft_infonce, warmup_cosine, write_json)
+from nextgpt.train.diffusion import denoising_loss, select_inference
+from nextgpt.vocoder import GriffinLimVocoder, MelConfig, log_mel
 
 PARTS = ("text", "vae", "vocoder", "unet", "export")
 # The 12 things a sound can be; the class index is what contrastive positives and caption tables are keyed by.
@@ -62,16 +59,13 @@ FLOOR = math.log(MelConfig.log_floor)  # log-mel of silence
 
 
 @dataclass
-class Config:
-    world: str = "data/nano-world"
+class AudioTrainConfig(RunConfig):
     run: str = "runs/nano/audio"
     out: str = "assets/nano/audio_decoder"
-    seed: int = 0
-    save_every_s: float = 180.0
-    threads: int = 1  # the machine is shared; CLI runs pin torch to this many threads
+    log_every: int = 50
     # CLAP-nano text encoder, and the audio tower it is trained against (then discarded)
     vocab_size: int = 512
-    text_hidden: int = 64
+    text_width: int = 64
     text_layers: int = 2
     text_heads: int = 4
     embed_dim: int = 32  # D: the conditioning width, also the output width of NExT-GPT-nano's audio projector
@@ -91,7 +85,7 @@ class Config:
     kl_weight: float = 1e-6  # LDM's light KL: keeps latents bounded without blurring the spectrogram
     # latent diffusion UNet
     unet_channels: tuple = (32, 64, 128)  # no attention but in the 8x4 mid block: cheap on a CPU
-    unet_steps: int = 6000  # ~2 steps/s here when the machine is not crowded
+    unet_steps: int = 6000
     unet_batch: int = 32
     unet_lr: float = 5e-4
     warmup: int = 100
@@ -99,10 +93,10 @@ class Config:
     uncond_prob: float = 0.1  # classifier-free guidance dropout, to CLAP("")
     cond_noise: float = 0.03  # per-dimension noise on the condition: the projector's regressed embeddings are
     cond_scale_jitter: float = 0.1  # never exact, nor exactly unit norm (the pipeline passes them as they are)
-    ema_decay: float = 0.999
+    ema: float = 0.999
     beta_start: float = 0.0015  # AudioLDM's noise schedule
     beta_end: float = 0.0195
-    score_every: int = 500  # steps between oracle scores of the EMA UNet on held-out captions
+    unet_eval_every: int = 500  # steps between oracle scores of the EMA UNet on held-out captions
     report_n: int = 48  # held-out sounds the VAE and vocoder reports resynthesise and score
     # inference: the defaults used for scoring during training; export picks the best of the grid below
     guidance_scale: float = 7.0
@@ -110,7 +104,14 @@ class Config:
     guidance_grid: str = "3,5,7,10,14,20"  # on validation: 2-3 gave too many strong harmonics passing for the note
     steps_grid: str = "20,40"
     select_n: int = 96  # validation captions per grid point
-    eval_n: int = 0  # test captions scored at export (0: all)
+    test_n: int = 0  # test captions scored at export (0: all)
+
+    OLD_NAMES = {"text_hidden": "text_width", "ema_decay": "ema", "score_every": "unet_eval_every",
+                 "eval_n": "test_n"}
+
+    @property
+    def seconds(self) -> float:
+        return round(self.frames * MelConfig.hop_length / MelConfig.sampling_rate, 2)
 
 
 # --- data --------------------------------------------------------------------------------------------------------
@@ -167,27 +168,11 @@ def held_out_captions(world_dir, split: str = "validation", per_class: int = 1) 
 
 # --- CLAP-nano ---------------------------------------------------------------------------------------------------
 
-def build_tokenizer(texts: list[str], vocab_size: int):
-    """Byte-level BPE with RoBERTa's special tokens (CLAP's text tower uses RoBERTa's tokenizer), max length 77."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import RobertaTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # ids 0..4: bos, pad, eos as in ClapTextConfig
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(texts, trainer)
-    tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
-    return RobertaTokenizerFast(tokenizer_object=tok, model_max_length=77)
-
-
-def build_text_encoder(cfg: Config, vocab_size: int):
+def build_text_encoder(cfg: AudioTrainConfig, vocab_size: int):
     from transformers import ClapTextConfig, ClapTextModelWithProjection
 
     return ClapTextModelWithProjection(ClapTextConfig(
-        vocab_size=vocab_size, hidden_size=cfg.text_hidden, intermediate_size=2 * cfg.text_hidden,
+        vocab_size=vocab_size, hidden_size=cfg.text_width, intermediate_size=2 * cfg.text_width,
         num_attention_heads=cfg.text_heads, num_hidden_layers=cfg.text_layers, projection_dim=cfg.embed_dim,
         max_position_embeddings=80,  # RoBERTa positions start after the pad id: 77 tokens need 79
         bos_token_id=0, eos_token_id=2, pad_token_id=1))
@@ -220,15 +205,6 @@ def embed_texts(text_encoder, tokenizer, texts: list[str], max_length: int | Non
     return F.normalize(out, dim=-1)
 
 
-def contrastive_loss(t: torch.Tensor, a: torch.Tensor, labels: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE in which every pair of the same class is a positive: the world has 12 kinds of sound, so
-    a batch holds many true matches besides the diagonal, and calling them negatives would fight the goal."""
-    logits = scale * F.normalize(t, dim=-1) @ F.normalize(a, dim=-1).T
-    pos = (labels[:, None] == labels[None, :]).float()
-    target = pos / pos.sum(1, keepdim=True)
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target.T))
-
-
 @torch.no_grad()
 def text_report(text_encoder, tokenizer, tower=None, val=None) -> dict:
     """How well the frozen embeddings separate the 12 classes: every world caption of a class must be nearer its own
@@ -251,7 +227,7 @@ def text_report(text_encoder, tokenizer, tower=None, val=None) -> dict:
     return out
 
 
-def train_text(cfg: Config) -> None:
+def train_text(cfg: AudioTrainConfig) -> None:
     from transformers import RobertaTokenizerFast
 
     run = Run(Path(cfg.run) / "text", cfg.save_every_s)
@@ -260,19 +236,18 @@ def train_text(cfg: Config) -> None:
     if tok_dir.exists():  # the tokenizer a resumed run was started with
         tokenizer = RobertaTokenizerFast.from_pretrained(tok_dir)
     else:
-        corpus = [c for k in range(len(CLASSES)) for c in class_captions(k)]
-        tokenizer = build_tokenizer(corpus, cfg.vocab_size)
+        tokenizer = roberta_bpe_tokenizer([c for k in range(len(CLASSES)) for c in class_captions(k)], cfg.vocab_size)
         tokenizer.save_pretrained(tok_dir)
     train, val = load_sounds(cfg.world, "train"), load_sounds(cfg.world, "validation")
     captions = [class_captions(k) for k in range(len(CLASSES))]
     text_encoder = build_text_encoder(cfg, len(tokenizer)).train()
     tower = AudioTower(MelConfig.n_mels, cfg.tower_width, cfg.embed_dim)
-    params = list(text_encoder.parameters()) + list(tower.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.text_lr, weight_decay=0.01)
+    opt = torch.optim.AdamW(list(text_encoder.parameters()) + list(tower.parameters()), lr=cfg.text_lr,
+                            weight_decay=0.01)
     modules = {"text_encoder": text_encoder, "tower": tower}
-    step, _ = run.resume(modules, {"opt": opt})
-    t0 = time.monotonic()
-    while step < cfg.text_steps:
+    for step in run.steps(cfg.text_steps, modules, {"opt": opt}):
+        for g in opt.param_groups:
+            g["lr"] = cfg.text_lr * warmup_cosine(step, cfg.text_steps, cfg.warmup, floor=0.1)
         idx = torch.randint(0, len(train["mels"]), (cfg.text_batch,))
         labels = train["labels"][idx]
         mel = torch.stack([crop(train["mels"][i], cfg.text_crop) for i in idx])
@@ -280,29 +255,22 @@ def train_text(cfg: Config) -> None:
         texts = [captions[k][int(torch.randint(0, len(captions[k]), ()))] for k in labels.tolist()]
         enc = tokenizer(texts, padding=True, return_tensors="pt")
         t = text_encoder(enc.input_ids, attention_mask=enc.attention_mask).text_embeds
-        loss = contrastive_loss(t, tower(mel), labels, tower.logit_scale.exp().clamp(max=100))
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg.text_steps, cfg.text_lr, cfg.warmup)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        if step % 50 == 0 or step == cfg.text_steps:
-            extra = text_report(text_encoder, tokenizer, tower, val) if step % 200 == 0 or step == cfg.text_steps else {}
-            run.log(step, part="text", loss=loss.item(), steps_per_s=round(50 / max(time.monotonic() - t0, 1e-9), 3),
-                    **extra)
-            t0 = time.monotonic()
-        run.maybe_save(step, modules, {"opt": opt})
-    run.save(step, modules, {"opt": opt})
+        loss = soft_infonce(t, tower(mel), labels, tower.logit_scale.exp().clamp(max=100))
+        optimizer_step(opt, loss)
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.text_steps:
+            report = done % 200 == 0 or done == cfg.text_steps
+            extra = text_report(text_encoder, tokenizer, tower, val) if report else {}
+            run.log(done, part="text", loss=loss.item(), steps_per_s=run.speed(done), **extra)
     final = run.folder / "final"
     text_encoder.eval().save_pretrained(final / "text_encoder")
     tokenizer.save_pretrained(final / "tokenizer")
     report = text_report(text_encoder, tokenizer, tower, val)
-    (final / "report.json").write_text(json.dumps(report, indent=1))
-    run.log(step, part="text", final=True, **report)
+    write_json(final / "report.json", report)
+    run.log(run.step, part="text", final=True, **report)
 
 
-def load_text(cfg: Config):
+def load_text(cfg: AudioTrainConfig):
     from transformers import ClapTextModelWithProjection, RobertaTokenizerFast
 
     final = Path(cfg.run) / "text" / "final"
@@ -312,7 +280,7 @@ def load_text(cfg: Config):
 
 # --- mel VAE -----------------------------------------------------------------------------------------------------
 
-def build_vae(cfg: Config):
+def build_vae(cfg: AudioTrainConfig):
     from diffusers import AutoencoderKL
 
     n = len(cfg.vae_channels)
@@ -369,18 +337,19 @@ def vae_report(vae, val: dict, n: int = 24) -> dict:
     vae.train()
     if not items:
         return {}
-    return {"val_l1": float(np.mean(l1)), "recon_pitch": ok["colour"] / len(items), "recon_rhythm": ok["rhythm"] / len(items)}
+    return {"val_l1": float(np.mean(l1)), "recon_colour": ok["colour"] / len(items),
+            "recon_rhythm": ok["rhythm"] / len(items)}
 
 
-def train_vae(cfg: Config) -> None:
+def train_vae(cfg: AudioTrainConfig) -> None:
     run = Run(Path(cfg.run) / "vae", cfg.save_every_s)
     seed_everything(cfg.seed + 2)
     train, val = load_sounds(cfg.world, "train"), load_sounds(cfg.world, "validation")
     vae = build_vae(cfg).train()
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
-    step, _ = run.resume({"vae": vae}, {"opt": opt})
-    t0 = time.monotonic()
-    while step < cfg.vae_steps:
+    for step in run.steps(cfg.vae_steps, {"vae": vae}, {"opt": opt}):
+        for g in opt.param_groups:
+            g["lr"] = cfg.vae_lr * warmup_cosine(step, cfg.vae_steps, cfg.warmup, floor=0.1)
         idx = torch.randint(0, len(train["mels"]), (cfg.vae_batch,))
         x = torch.stack([crop(train["mels"][i], cfg.vae_crop) for i in idx])[:, None]  # (B, 1, T, bins)
         post = vae.encode(x).latent_dist
@@ -390,29 +359,22 @@ def train_vae(cfg: Config) -> None:
         # with the L1 taken as a mean, so the weight does not depend on the crop size.
         kl = post.kl().mean() / x[0].numel()
         loss = rec + cfg.kl_weight * kl
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg.vae_steps, cfg.vae_lr, cfg.warmup)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        if step % 50 == 0 or step == cfg.vae_steps:
-            extra = vae_report(vae, val, min(12, cfg.report_n)) if step % 250 == 0 else {}
-            run.log(step, part="vae", loss=loss.item(), l1=rec.item(), kl=kl.item(),
-                    steps_per_s=round(50 / max(time.monotonic() - t0, 1e-9), 3), **extra)
-            t0 = time.monotonic()
-        run.maybe_save(step, {"vae": vae}, {"opt": opt})
-    run.save(step, {"vae": vae}, {"opt": opt})
+        optimizer_step(opt, loss)
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.vae_steps:
+            extra = vae_report(vae, val, min(12, cfg.report_n)) if done % 250 == 0 else {}
+            run.log(done, part="vae", loss=loss.item(), l1=rec.item(), kl=kl.item(), steps_per_s=run.speed(done),
+                    **extra)
     vae.eval()
     # Latents of the training sounds fix the normalisation; it is folded into the saved VAE.
     fold_latent_normalisation(vae, encode_latents(vae, train["mels"], cfg.frames))
     vae.save_pretrained(run.folder / "final")
     report = vae_report(vae, val, cfg.report_n)
-    (run.folder / "final" / "report.json").write_text(json.dumps(report, indent=1))
-    run.log(step, part="vae", final=True, scaling_factor=float(vae.config.scaling_factor), **report)
+    write_json(run.folder / "final" / "report.json", report)
+    run.log(run.step, part="vae", final=True, scaling_factor=float(vae.config.scaling_factor), **report)
 
 
-def load_vae(cfg: Config):
+def load_vae(cfg: AudioTrainConfig):
     from diffusers import AutoencoderKL
 
     return AutoencoderKL.from_pretrained(Path(cfg.run) / "vae" / "final").eval().requires_grad_(False)
@@ -420,25 +382,23 @@ def load_vae(cfg: Config):
 
 # --- vocoder -----------------------------------------------------------------------------------------------------
 
-def train_vocoder(cfg: Config) -> None:
+def train_vocoder(cfg: AudioTrainConfig) -> None:
     """Nothing to learn (Griffin-Lim); build it, score it on true held-out mels, and keep it for export."""
     run = Run(Path(cfg.run) / "vocoder", cfg.save_every_s)
     voc = GriffinLimVocoder.build().eval()
     val = load_sounds(cfg.world, "validation")
-    ok, n = {"colour": 0, "rhythm": 0}, min(len(val["mels"]), cfg.report_n)
-    for mel, it in zip(val["mels"][:n], val["items"][:n]):
-        found = oracles.sound_attributes(voc(mel).numpy(), MelConfig.sampling_rate)
-        for k in ok:
-            ok[k] += found[k] == it["attributes"][k]
+    n = min(len(val["mels"]), cfg.report_n)
+    scores = parts.oracle_scores("audio", [voc(mel).numpy() for mel in val["mels"][:n]],
+                                 [it["attributes"] for it in val["items"][:n]])
     voc.save_pretrained(run.folder / "final")
-    report = {"true_mel_pitch": ok["colour"] / max(n, 1), "true_mel_rhythm": ok["rhythm"] / max(n, 1), "n": n}
-    (run.folder / "final" / "report.json").write_text(json.dumps(report, indent=1))
+    report = {"true_mel_colour": scores.get("colour", 0.0), "true_mel_rhythm": scores.get("rhythm", 0.0), "n": n}
+    write_json(run.folder / "final" / "report.json", report)
     run.log(0, part="vocoder", final=True, **report)
 
 
 # --- UNet --------------------------------------------------------------------------------------------------------
 
-def build_unet(cfg: Config):
+def build_unet(cfg: AudioTrainConfig):
     from diffusers import UNet2DConditionModel
 
     n = len(cfg.unet_channels)
@@ -455,7 +415,7 @@ def build_unet(cfg: Config):
         class_embeddings_concat=True)
 
 
-def build_scheduler(cfg: Config, kind: str = "ddim"):
+def build_scheduler(cfg: AudioTrainConfig, kind: str = "ddim"):
     from diffusers import DDIMScheduler, DDPMScheduler
 
     common = dict(num_train_timesteps=1000, beta_start=cfg.beta_start, beta_end=cfg.beta_end,
@@ -465,15 +425,7 @@ def build_scheduler(cfg: Config, kind: str = "ddim"):
     return DDIMScheduler(set_alpha_to_one=False, steps_offset=1, **common)
 
 
-def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
-    """Linear warmup, then cosine down to a tenth: a function of the step only, so resuming keeps the schedule."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    p = (step - warmup) / max(1, total - warmup)
-    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(p, 1.0))))
-
-
-def build_pipeline(cfg: Config, unet, vae=None, text=None):
+def build_pipeline(cfg: AudioTrainConfig, unet, vae=None, text=None):
     from diffusers import AudioLDMPipeline
 
     text_encoder, tokenizer = text or load_text(cfg)
@@ -486,34 +438,9 @@ def build_pipeline(cfg: Config, unet, vae=None, text=None):
     return pipe
 
 
-@torch.no_grad()
-def score(pipe, prompts: list[tuple[str, dict]], guidance_scale: float, steps: int, seed: int = 0,
-          seconds: float = 1.28, batch: int = 16, save_dir: Path | None = None, prefix: str = "") -> dict:
-    """Generate from caption strings and read the results with the oracles: accuracy of pitch (colour) and rhythm."""
-    ok = {"colour": 0, "rhythm": 0, "both": 0}
-    t0 = time.monotonic()
-    for b in range(0, len(prompts), batch):
-        chunk = prompts[b: b + batch]
-        gen = torch.Generator().manual_seed(seed + b)
-        audios = pipe([p for p, _ in chunk], num_inference_steps=steps, guidance_scale=guidance_scale,
-                      audio_length_in_s=seconds, generator=gen, output_type="np").audios
-        for i, (wave, (text, attrs)) in enumerate(zip(audios, chunk)):
-            found = oracles.sound_attributes(wave, MelConfig.sampling_rate)
-            right = {k: found[k] == attrs[k] for k in ("colour", "rhythm")}
-            for k, v in right.items():
-                ok[k] += v
-            ok["both"] += all(right.values())
-            if save_dir is not None and b + i < 6:
-                import soundfile
+def train_unet(cfg: AudioTrainConfig) -> None:
+    import soundfile
 
-                name = f"{prefix}{b + i:02d}_{attrs['colour']}_{attrs['rhythm']}.wav"
-                soundfile.write(str(save_dir / name), wave, MelConfig.sampling_rate)
-    n = max(len(prompts), 1)
-    return {"pitch": ok["colour"] / n, "rhythm": ok["rhythm"] / n, "both": ok["both"] / n, "n": len(prompts),
-            "seconds_per_item": round((time.monotonic() - t0) / n, 3)}
-
-
-def train_unet(cfg: Config) -> None:
     run = Run(Path(cfg.run) / "unet", cfg.save_every_s)
     seed_everything(cfg.seed + 3)
     text_encoder, tokenizer = load_text(cfg)
@@ -530,127 +457,76 @@ def train_unet(cfg: Config) -> None:
         data = {"latents": encode_latents(vae, train["mels"], cfg.frames), "labels": train["labels"]}
         torch.save(data, cache)
     latents, labels = data["latents"], data["labels"]
-    held_out = held_out_captions(cfg.world, "validation")
+    held = held_out_captions(cfg.world, "validation")
 
     unet = build_unet(cfg).train()
     ema = copy.deepcopy(unet).eval().requires_grad_(False)
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.unet_lr, weight_decay=0.01)
-    noise_sched = build_scheduler(cfg, "ddpm")
-    alphas = noise_sched.alphas_cumprod
-    modules = {"unet": unet, "ema": ema}
-    step, _ = run.resume(modules, {"opt": opt})
+    noise = build_scheduler(cfg, "ddpm")
     lf = cfg.frames // 2 ** (len(cfg.vae_channels) - 1)  # latent frames per crop
-    t0, losses = time.monotonic(), []
-    while step < cfg.unet_steps:
+    losses = []
+    for step in run.steps(cfg.unet_steps, {"unet": unet, "ema": ema}, {"opt": opt}):
+        for g in opt.param_groups:
+            g["lr"] = cfg.unet_lr * warmup_cosine(step, cfg.unet_steps, cfg.warmup, floor=0.1)
         idx = torch.randint(0, len(latents), (cfg.unet_batch,))
         x0 = []
         for i in idx.tolist():
             z = latents[i]
             s = int(torch.randint(0, z.shape[1] - lf + 1, ()))
             x0.append(z[:, s: s + lf])
-        x0 = torch.stack(x0)
         ks = labels[idx]
         cond = torch.stack([table[k][int(torch.randint(0, len(table[k]), ()))] for k in ks.tolist()])
         cond = F.normalize(cond + cfg.cond_noise * torch.randn_like(cond), dim=-1)
         cond = cond * (1 + cfg.cond_scale_jitter * (2 * torch.rand(len(cond), 1) - 1))
-        drop = torch.rand(len(cond)) < cfg.uncond_prob
-        cond[drop] = null  # exactly what the pipeline feeds the unconditional half of guidance
-        t = torch.randint(0, noise_sched.config.num_train_timesteps, (len(x0),))
-        noise = torch.randn_like(x0)
-        a = alphas[t].view(-1, 1, 1, 1)
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        pred = unet(xt, t, encoder_hidden_states=None, class_labels=cond).sample
-        loss = F.mse_loss(pred, noise)
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg.unet_steps, cfg.unet_lr, cfg.warmup)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
-        step += 1
-        with torch.no_grad():  # EMA with a warm start: early on the average follows the weights closely
-            d = min(cfg.ema_decay, (1 + step) / (10 + step))
-            torch._foreach_lerp_(list(ema.parameters()), list(unet.parameters()), 1 - d)
+        cond[torch.rand(len(cond)) < cfg.uncond_prob] = null  # what the pipeline feeds guidance's unconditional half
+        loss = denoising_loss(unet, noise, torch.stack(x0), encoder_hidden_states=None, class_labels=cond)
+        optimizer_step(opt, loss, unet.parameters())
+        done = step + 1
+        ema_update(ema, unet, cfg.ema, done)
         losses.append(loss.item())
-        if step % 50 == 0 or step == cfg.unet_steps:
+        if done % cfg.log_every == 0 or done == cfg.unet_steps:
             extra = {}
-            if step % cfg.score_every == 0 or step == cfg.unet_steps:
+            if done % cfg.unet_eval_every == 0 or done == cfg.unet_steps:
                 pipe = build_pipeline(cfg, ema, vae, (text_encoder, tokenizer))
-                extra = score(pipe, held_out, cfg.guidance_scale, cfg.num_inference_steps, seed=step,
-                              save_dir=run.folder / "samples", prefix=f"step{step:06d}_")
-                extra = {f"val_{k}": v for k, v in extra.items()}
-            run.log(step, part="unet", loss=float(np.mean(losses)), lr=opt.param_groups[0]["lr"],
-                    steps_per_s=round(len(losses) / max(time.monotonic() - t0, 1e-9), 3), **extra)
-            t0, losses = time.monotonic(), []
-        run.maybe_save(step, modules, {"opt": opt})
-    run.save(step, modules, {"opt": opt})
+                scores, waves = parts.score(pipe, "audio", held, dict(
+                    guidance_scale=cfg.guidance_scale, num_inference_steps=cfg.num_inference_steps,
+                    audio_length_in_s=parts.DEFAULT_INFERENCE["audio"]["audio_length_in_s"]), seed=done)
+                for k, (wave, (_, attrs)) in enumerate(list(zip(waves, held))[:6]):
+                    name = f"step{done:06d}_{k:02d}_{attrs['colour']}_{attrs['rhythm']}.wav"
+                    soundfile.write(str(run.folder / "samples" / name), wave, MelConfig.sampling_rate)
+                extra = {f"val_{k}": v for k, v in scores.items() if k in world.VALUES or k == "all"}
+            run.log(done, part="unet", loss=float(np.mean(losses)), lr=opt.param_groups[0]["lr"],
+                    steps_per_s=run.speed(done), **extra)
+            losses = []
     ema.save_pretrained(run.folder / "final")
-    run.log(step, part="unet", final=True)
+    run.log(run.step, part="unet", final=True)
 
 
-# --- export and evaluation ---------------------------------------------------------------------------------------
+# --- export --------------------------------------------------------------------------------------------------------
 
-def inference_settings(folder: str | Path) -> dict:
-    """The inference settings chosen at export, kept in the scheduler config (defaults where none were saved)."""
-    return {"guidance_scale": 7.0, "num_inference_steps": 20, "audio_length_in_s": 1.28, **read_inference(folder)}
-
-
-def load_pipeline(folder: str | Path, dtype: torch.dtype = torch.float32):
-    from diffusers import AudioLDMPipeline
-
-    pipe = AudioLDMPipeline.from_pretrained(str(folder), dtype=dtype)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def evaluate(pipeline_folder: str | Path, world_dir: str | Path, split: str = "test", n: int | None = None,
-             guidance_scale: float | None = None, num_inference_steps: int | None = None, seed: int = 0,
-             save_dir: str | Path | None = None) -> dict:
-    """Decode the split's audio captions (from audiocap.json, in order, the first n) through the pipeline from plain
-    string prompts at the folder's inference settings, and score pitch (colour) and rhythm with the oracles."""
-    settings = inference_settings(pipeline_folder)
-    if guidance_scale is not None:
-        settings["guidance_scale"] = guidance_scale
-    if num_inference_steps is not None:
-        settings["num_inference_steps"] = num_inference_steps
-    manifest = json.loads((Path(world_dir) / "world.json").read_text())
-    attrs = {it["name"]: it["attributes"] for it in manifest["items"] if it["modality"] == "audio"}
-    records = json.loads((Path(world_dir) / split / "audiocap.json").read_text())[: n or None]
-    prompts = [(r["caption"], attrs[r["audio_name"]]) for r in records]
-    if save_dir is not None:
-        Path(save_dir).mkdir(parents=True, exist_ok=True)
-    pipe = load_pipeline(pipeline_folder)
-    result = score(pipe, prompts, settings["guidance_scale"], settings["num_inference_steps"], seed=seed,
-                   seconds=settings["audio_length_in_s"], save_dir=Path(save_dir) if save_dir else None)
-    return {**result, "split": split, **settings}
-
-
-def select_settings(pipe, cfg: Config, run: Run) -> dict:
-    """Guidance and steps: the best of the grid on validation captions (fewer steps, then lower guidance, win ties)."""
+def select_settings(pipe, cfg: AudioTrainConfig, run: Run) -> dict:
+    """Guidance and steps: the best of the grid on validation captions (the weaker of pitch and rhythm, then both
+    right; fewer steps, then lower guidance, win ties)."""
     held = held_out_captions(cfg.world, "validation", per_class=max(1, cfg.select_n // len(CLASSES)))
-    best = None
-    for steps in sorted(int(s) for s in cfg.steps_grid.split(",")):
-        for g in sorted(float(x) for x in cfg.guidance_grid.split(",")):
-            r = score(pipe, held, g, steps, seed=cfg.seed)
-            run.log(0, part=run.folder.name, select=True, guidance_scale=g, num_inference_steps=steps, **r)
-            key = (min(r["pitch"], r["rhythm"]), r["both"])
-            if best is None or key > best[0]:
-                best = (key, {"guidance_scale": g, "num_inference_steps": steps})
-    return {**best[1], "audio_length_in_s": round(cfg.frames * MelConfig.hop_length / MelConfig.sampling_rate, 2)}
+    candidates = [{"guidance_scale": g, "num_inference_steps": steps, "audio_length_in_s": cfg.seconds}
+                  for steps in sorted(int(s) for s in cfg.steps_grid.split(","))
+                  for g in sorted(float(x) for x in cfg.guidance_grid.split(","))]
+    return select_inference(pipe, "audio", held, candidates, run, seed=cfg.seed,
+                            key=lambda r: (min(r["colour"], r["rhythm"]), r["all"]))
 
 
-def retune(cfg: Config) -> dict:
+def retune(cfg: AudioTrainConfig) -> dict:
     """Choose the exported pipeline's inference settings again (a wider grid) and score the test split with them."""
     run = Run(Path(cfg.run) / "retune", cfg.save_every_s)
     out = Path(cfg.out)
-    save_inference(out, select_settings(load_pipeline(out), cfg, run))
-    result = evaluate(out, cfg.world, "test", n=cfg.eval_n or None)
-    (run.folder / "result.json").write_text(json.dumps(result, indent=1))
+    parts.save_inference(out, select_settings(parts.load_pipeline("audio", out), cfg, run))
+    result = parts.evaluate_decoder("audio", out, cfg.world, "test", n=cfg.test_n or None)
+    write_json(run.folder / "result.json", result)
     run.log(0, part="retune", final=True, **result)
     return result
 
 
-def export(cfg: Config) -> dict:
+def export(cfg: AudioTrainConfig) -> dict:
     from diffusers import UNet2DConditionModel
 
     run = Run(Path(cfg.run) / "export", cfg.save_every_s)
@@ -662,22 +538,19 @@ def export(cfg: Config) -> dict:
         shutil.rmtree(out)
     pipe.to(dtype=torch.float16)  # half the bytes on disk; `from_pretrained(dtype=torch.float32)` loads it back
     pipe.save_pretrained(out, safe_serialization=True)
-    save_inference(out, settings)
-    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-    result = evaluate(out, cfg.world, "test", n=cfg.eval_n or None, save_dir=run.folder / "samples")
-    result["folder_bytes"] = size
-    (run.folder / "result.json").write_text(json.dumps(result, indent=1))
+    parts.save_inference(out, settings)
+    result = parts.evaluate_decoder("audio", out, cfg.world, "test", n=cfg.test_n or None)
+    result["folder_bytes"] = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    write_json(run.folder / "result.json", result)
     run.log(0, part="export", final=True, **result)
     return result
 
-
-# --- main --------------------------------------------------------------------------------------------------------
 
 TRAINERS = {"text": train_text, "vae": train_vae, "vocoder": train_vocoder, "unet": train_unet, "export": export,
             "retune": retune}
 
 
-def train(cfg: Config, part: str = "all"):
+def train(cfg: AudioTrainConfig, part: str = "all"):
     """Run one part, or all of them in order (each continues from its own saved state)."""
     result = None
     for p in (PARTS if part == "all" else (part,)):
@@ -689,17 +562,15 @@ def train(cfg: Config, part: str = "all"):
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m nextgpt.train.nano_audio", description=__doc__.split("\n\n")[0])
-    p.add_argument("--part", default="all", choices=("all", *TRAINERS))
-    for f in dataclasses.fields(Config):  # every scalar field of Config can be set from the command line
-        if f.type in ("int", "float", "str"):
-            p.add_argument(f"--{f.name}", type={"int": int, "float": float, "str": str}[f.type], default=f.default)
-    a = p.parse_args(argv)
-    cfg = Config(**{k: v for k, v in vars(a).items() if k != "part"})
+    def part_flag(p):
+        p.add_argument("--part", default="all", choices=("all", *TRAINERS))
+
+    cfg, flags = parse_config(AudioTrainConfig, argv, "python -m nextgpt.train.nano_audio",
+                              __doc__.split("\n\n")[0], extra=part_flag)
     torch.set_num_threads(cfg.threads)
     Path(cfg.run).mkdir(parents=True, exist_ok=True)
-    print(json.dumps({"part": a.part, **dataclasses.asdict(cfg)}), flush=True)
-    train(cfg, a.part)
+    cfg.save(Path(cfg.run) / "config.json")
+    train(cfg, flags["part"])
 
 
 if __name__ == "__main__":

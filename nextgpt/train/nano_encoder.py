@@ -3,8 +3,9 @@
     python -m nextgpt.train.nano_encoder [--steps N] [--run runs/nano/encoder] [--out assets/nano/encoder]
 
 Read it top to bottom: config, data (the world's T_X pair files, preprocessed once by `nextgpt.media` exactly as
-NExT-GPT feeds ImageBind, and cached under the run folder), the model, the contrastive loss, the training loop,
-export, and `evaluate`, the test-split retrieval table that `python -m nextgpt.eval` can call.
+NExT-GPT feeds ImageBind, and cached under the run folder), the model's initialisation, the training loop and
+export. The test-split retrieval table is `nextgpt.nano.parts.evaluate_encoder`, which `python -m nextgpt.eval`
+calls too.
 
 Why it looks like this
 ----------------------
@@ -17,7 +18,7 @@ Why it looks like this
 * A shared linear classifier per attribute (colour, shape, position, direction, rhythm) on the embeddings of every
   modality and of the captions adds a dense signal that the all-or-nothing contrastive target lacks. It is training
   scaffolding only (`AttributeHeads`, not exported); the contrastive loss alone learned position, shape and motion
-  far too slowly for the budget (validation ~30% after 1,700 steps, against ~60% after 200 with the heads).
+  far too slowly for the budget (docs/nano.md).
 * Two fixes to ImageBind's stock initialisation for a tiny model on upscaled 64x64 pictures: position embeddings
   start from 2-D sin-cos tables, and the patch stems learn at lr * width / fan_in (see `init_positions` and
   `param_groups` for why: without that, the patch embeddings outgrow the position embeddings a hundredfold).
@@ -35,12 +36,8 @@ Why it looks like this
 
 from __future__ import annotations
 
-import argparse
 import copy
-import dataclasses
-import importlib.util
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,26 +46,24 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nextgpt.config import EncoderConfig
+from nextgpt.config import MODALITIES
 from nextgpt.encoder import Encoder, import_imagebind
-from nextgpt.media import (CLIP_MEAN, CLIP_STD, IMAGE_SIZE, Media, _normalize_clip, _short_side_scale, load_audio,
-                           load_image, load_video)
+from nextgpt.media import (CLIP_MEAN, CLIP_STD, IMAGE_SIZE, _normalize_clip, _short_side_scale, load_audio, load_image,
+                           load_video)
+from nextgpt.nano import parts
 from nextgpt.nano import world as W
-from nextgpt.train.common import Run, seed_everything
-
-MODALITIES = ("image", "video", "audio")
-PAIR_NAME_KEY = {"image": "image_name", "video": "video_name", "audio": "audio_name"}
+from nextgpt.nano.parts import attr_key, embed, imagebind_keys, read_split, text_tokenizer, tokenize
+from nextgpt.train.common import (Run, RunConfig, optimizer_step, parse_config, seed_everything, soft_infonce,
+                                  warmup_cosine, write_json)
 
 
 # --- config ----------------------------------------------------------------------------------------------------
 
 @dataclass
-class Config:
-    world: str = "data/nano-world"
+class EncoderTrainConfig(RunConfig):
     run: str = "runs/nano/encoder"
     out: str = "assets/nano/encoder"
     cache: str = ""  # preprocessed inputs; default <run>/cache
-    seed: int = 0
     steps: int = 1200
     batch_size: int = 32  # items per modality per step
     lr: float = 2e-3
@@ -77,10 +72,7 @@ class Config:
     weight_decay: float = 0.05
     fresh_caption_p: float = 0.5  # chance of replacing an item's caption by a fresh one with the same attributes
     aux_weight: float = 1.0  # attribute classifiers on the embeddings (training only, not exported)
-    log_every: int = 25
     eval_every: int = 200  # validation retrieval line in the log
-    save_every_s: float = 180.0
-    threads: int = 1  # the machine is shared: one thread per training process
     # the model (ImageBindModel constructor arguments, see model_kwargs)
     out_embed_dim: int = 128
     vision_embed_dim: int = 128
@@ -114,24 +106,6 @@ class Config:
 
 
 # --- data: the world's pair items, preprocessed once -----------------------------------------------------------
-
-def read_split(world_dir, split: str) -> dict:
-    """{modality: {"names", "captions", "attrs"}} for the T_X pair items of one split (attributes from world.json)."""
-    world_dir = Path(world_dir)
-    manifest = json.loads((world_dir / "world.json").read_text())
-    attrs = {(it["modality"], it["name"]): it["attributes"] for it in manifest["items"]}
-    out = {}
-    for m in MODALITIES:
-        records = json.loads((world_dir / split / W.PAIR_FILES[m]).read_text())
-        names = [r[PAIR_NAME_KEY[m]] for r in records]
-        out[m] = {"names": names, "captions": [r["caption"] for r in records],
-                  "attrs": [attrs[(m, n)] for n in names]}
-    return out
-
-
-def attr_key(modality: str, attrs: dict) -> tuple:
-    return tuple(attrs[a] for a in W.ATTRIBUTES[modality])
-
 
 def _image_pixels(path) -> torch.Tensor:
     """load_image's picture as the uint8 224x224 it normalised (exact: it is ToTensor of a uint8 PIL image)."""
@@ -178,10 +152,9 @@ def _audio_clip(path) -> torch.Tensor:
 
 
 _CACHE_READERS = {"image": _image_pixels, "video": _video_frames, "audio": _audio_clip}
-_MEDIA_FOLDER = W.FOLDERS
 
 
-def load_cached(cfg: Config, split: str) -> dict:
+def load_cached(cfg: EncoderTrainConfig, split: str) -> dict:
     """The split's inputs, built once and kept as <cache>/<split>-<modality>.pt."""
     cache = Path(cfg.cache or Path(cfg.run) / "cache")
     cache.mkdir(parents=True, exist_ok=True)
@@ -195,7 +168,7 @@ def load_cached(cfg: Config, split: str) -> dict:
                 d["x"] = stored["x"]
                 continue
         started = time.time()
-        files = [Path(cfg.world) / _MEDIA_FOLDER[m] / n for n in d["names"]]
+        files = [Path(cfg.world) / W.FOLDERS[m] / n for n in d["names"]]
         xs = [_CACHE_READERS[m](f) for f in files]
         d["x"] = torch.stack(xs) if xs else torch.empty(0)
         if m == "video" and xs:  # the shortcut must give load_video's own tensor
@@ -218,35 +191,7 @@ def model_input(modality: str, x: torch.Tensor) -> torch.Tensor:
     return x.float()
 
 
-# --- the model and its embeddings ------------------------------------------------------------------------------
-
-def text_tokenizer():
-    """ImageBind's own SimpleTokenizer with the BPE file shipped inside the imagebind package."""
-    import_imagebind()  # registers the package without its data.py
-    from imagebind.models.multimodal_preprocessors import SimpleTokenizer
-
-    folder = Path(importlib.util.find_spec("imagebind").submodule_search_locations[0])
-    return SimpleTokenizer(bpe_path=str(folder / "bpe" / "bpe_simple_vocab_16e6.txt.gz"))
-
-
-def tokenize(tokenizer, texts: list[str]) -> torch.Tensor:
-    return tokenizer(list(texts)).reshape(len(texts), -1)  # SimpleTokenizer drops the batch dim for one text
-
-
-def _keys():
-    _, modality_type = import_imagebind()
-    return {"image": modality_type.VISION, "video": modality_type.VISION, "audio": modality_type.AUDIO,
-            "text": modality_type.TEXT}
-
-
-def embed(model, modality: str, x: torch.Tensor) -> torch.Tensor:
-    """One clip per item -> L2-normalised (B, D): `Encoder.embed` without the multi-clip mean (and for text too)."""
-    key = _keys()[modality]
-    inputs = model.modality_preprocessors[key](**{key: x})
-    y = model.modality_trunks[key](**inputs["trunk"])
-    y = model.modality_heads[key](y, **inputs["head"])
-    return F.normalize(y, dim=-1)
-
+# --- the model's initialisation and its training-only heads -----------------------------------------------------
 
 def _sincos(positions: torch.Tensor, dim: int) -> torch.Tensor:
     """(N,) positions -> (N, dim) sines and cosines at geometric frequencies (the Transformer's table)."""
@@ -262,7 +207,7 @@ def init_positions(model) -> None:
     ImageBind draws them at std ~0.1, far below the patch embeddings; then the CLS token first learns only what
     survives averaging over patches (colour, pitch) and position, shape and motion come very slowly. A table of
     unit amplitude makes *where* a patch is visible from the first step; the embeddings stay learnable."""
-    keys = _keys()
+    keys = imagebind_keys()
     for m in ("image", "audio"):
         pre = model.modality_preprocessors[keys[m]]
         pos = pre.pos_embedding_helper.pos_embed  # (1, cls + patches, D)
@@ -274,15 +219,15 @@ def init_positions(model) -> None:
         pos[0, :1] = 0.0
 
 
-def param_groups(cfg: Config, model) -> list[dict]:
+def param_groups(cfg: EncoderTrainConfig, model) -> list[dict]:
     """AdamW groups: the patch stems learn at lr * width / fan_in, everything else at lr.
 
     The stems see 2 x 28 x 28 x 3 = 4704 strongly correlated inputs per patch (a 64x64 picture upscaled 3.5x on a
     constant background), so Adam's per-weight steps add up coherently and at the common lr the patch embeddings
     grow a hundredfold within a few hundred steps; the position embeddings are then drowned and position and motion
-    are never learned (measured: validation position stuck at chance). Scaling the stem's lr by width / fan_in keeps
+    are never learned (validation position stays at chance). Scaling the stem's lr by width / fan_in keeps
     their sizes comparable."""
-    keys = _keys()
+    keys = imagebind_keys()
     used = {keys[m] for m in ("image", "audio", "text")}  # depth / thermal / IMU keep their random init
     stems, decay, no_decay = [], [], []
     for name, p in model.named_parameters():
@@ -320,36 +265,8 @@ class AttributeHeads(torch.nn.Module):
 
 def logit_scale(model) -> torch.Tensor:
     """ImageBind's learnable text LearnableLogitScaling, used as the (inverse) temperature."""
-    post = model.modality_postprocessors[_keys()["text"]][1]
+    post = model.modality_postprocessors[imagebind_keys()["text"]][1]
     return post.log_logit_scale.exp().clamp(max=post.max_logit_scale)
-
-
-def contrastive_loss(media: torch.Tensor, text: torch.Tensor, keys: list, scale: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE where every pair with identical attributes is a positive (uniform soft targets)."""
-    ids = {k: i for i, k in enumerate(dict.fromkeys(keys))}
-    label = torch.tensor([ids[k] for k in keys])
-    same = (label[:, None] == label[None, :]).float()
-    target = same / same.sum(dim=1, keepdim=True)  # symmetric, so it serves both directions
-    logits = scale * media @ text.T
-    return 0.5 * (torch.sum(-target * logits.log_softmax(dim=1), dim=1).mean()
-                  + torch.sum(-target * logits.T.log_softmax(dim=1), dim=1).mean())
-
-
-# --- retrieval -------------------------------------------------------------------------------------------------
-
-def retrieval(media: torch.Tensor, text: torch.Tensor, keys: list) -> dict:
-    """Top-1 retrieval both ways over all items of a split; a hit is a result with the same attributes.
-
-    Several items share attributes (and so captions that mean the same thing), so retrieving any of them counts."""
-    if len(keys) == 0:
-        return {"media_to_caption": None, "caption_to_media": None, "n": 0, "distinct": 0}
-    sim = F.normalize(media.float(), dim=-1) @ F.normalize(text.float(), dim=-1).T
-    m2c = sim.argmax(dim=1).tolist()
-    c2m = sim.argmax(dim=0).tolist()
-    n = len(keys)
-    return {"media_to_caption": sum(keys[j] == keys[i] for i, j in enumerate(m2c)) / n,
-            "caption_to_media": sum(keys[j] == keys[i] for i, j in enumerate(c2m)) / n,
-            "n": n, "distinct": len(set(keys))}
 
 
 @torch.no_grad()
@@ -360,77 +277,32 @@ def evaluate_cached(model, tokenizer, data: dict, batch_size: int = 128) -> dict
     for m in MODALITIES:
         d = data[m]
         if not d["names"]:
-            out[m] = retrieval(torch.empty(0), torch.empty(0), [])
+            out[m] = parts.retrieval(torch.empty(0), torch.empty(0), [])
             continue
         media = torch.cat([embed(model, m, model_input(m, d["x"][s:s + batch_size]))
                            for s in range(0, len(d["names"]), batch_size)])
         text = torch.cat([embed(model, "text", tokenize(tokenizer, d["captions"][s:s + batch_size]))
                           for s in range(0, len(d["names"]), batch_size)])
-        out[m] = retrieval(media, text, [attr_key(m, a) for a in d["attrs"]])
+        out[m] = parts.retrieval(media, text, [attr_key(m, a) for a in d["attrs"]])
     model.train()
     return out
 
 
-def evaluate(encoder_folder, world_dir, split: str = "test", batch_size: int = 16) -> dict:
-    """Test-split retrieval table of a saved encoder, through the real path: files -> nextgpt.media -> Encoder.
-
-    Returns {modality: {"media_to_caption", "caption_to_media", "n", "distinct"}}; candidates are all pair items of
-    that modality in the split (and their captions); a retrieval is right when the attributes match."""
-    encoder = load_encoder(encoder_folder)
-    tokenizer = text_tokenizer()
-    data = read_split(world_dir, split)
-    out = {}
-    with torch.no_grad():
-        for m in MODALITIES:
-            d = data[m]
-            items = [Media(m, str(Path(world_dir) / _MEDIA_FOLDER[m] / n)) for n in d["names"]]
-            media = encoder.encode(items, batch_size=batch_size) if items else torch.empty(0)
-            text = torch.cat([embed(encoder.model, "text", tokenize(tokenizer, d["captions"][s:s + 256]))
-                              for s in range(0, len(items), 256)]) if items else torch.empty(0)
-            out[m] = retrieval(media, text, [attr_key(m, a) for a in d["attrs"]])
-    return out
-
-
-def format_table(result: dict) -> str:
-    lines = [f"{'modality':<8} {'n':>5} {'distinct':>8} {'media->caption':>15} {'caption->media':>15}"]
-    for m, r in result.items():
-        f = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
-        lines.append(f"{m:<8} {r['n']:>5} {r['distinct']:>8} {f(r['media_to_caption']):>15} "
-                     f"{f(r['caption_to_media']):>15}")
-    return "\n".join(lines)
-
-
-# --- saving and loading ----------------------------------------------------------------------------------------
+# --- training and export ---------------------------------------------------------------------------------------
 
 def export(model, model_kwargs: dict, out) -> Path:
     """encoder.safetensors (fp16) + config.json holding the EncoderConfig.model_kwargs."""
     out = Path(out)
     Encoder(copy.deepcopy(model).half()).save_pretrained(out)
-    (out / "config.json").write_text(json.dumps({"model_kwargs": model_kwargs, "dtype": "float16"}, indent=1) + "\n")
+    write_json(out / "config.json", {"model_kwargs": model_kwargs, "dtype": "float16"})
     return out
 
 
-def load_encoder(folder, dtype=torch.float32) -> Encoder:
-    """An exported folder -> Encoder, through Encoder.from_config as the presets load it."""
-    kwargs = json.loads((Path(folder) / "config.json").read_text())["model_kwargs"]
-    return Encoder.from_config(EncoderConfig(pretrained=str(folder), model_kwargs=kwargs), dtype=dtype)
-
-
-# --- training --------------------------------------------------------------------------------------------------
-
-def lr_at(cfg: Config, step: int) -> float:
-    """Linear warmup, then cosine down to min_lr at cfg.steps."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    t = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * t))
-
-
-def train(cfg: Config) -> dict:
+def train(cfg: EncoderTrainConfig) -> dict:
     torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     run = Run(cfg.run, save_every_s=cfg.save_every_s)
-    (Path(cfg.run) / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1) + "\n")
+    cfg.save(run.folder / "config.json")
 
     image_bind_model, _ = import_imagebind()
     model = image_bind_model(**cfg.model_kwargs())
@@ -439,22 +311,22 @@ def train(cfg: Config) -> dict:
     groups = param_groups(cfg, model) + [{"params": list(aux.parameters()), "weight_decay": 0.0, "lr_scale": 1.0}]
     params = [p for g in groups for p in g["params"]]
     opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98))
-    modules = {"model": model, "aux": aux}
-    step, _ = run.resume(modules, {"opt": opt})
-    if step:
-        print(f"resumed from step {step}", flush=True)
 
     train_data = load_cached(cfg, "train")
     val_data = load_cached(cfg, "validation")
     tokenizer = text_tokenizer()
-    keys = {m: [attr_key(m, a) for a in train_data[m]["attrs"]] for m in MODALITIES}
-    # The data order is a function of (seed, step) alone, so a resumed run draws what the uninterrupted one would.
+    labels = {}
+    for m in MODALITIES:  # one label per distinct attribute combination: its items are positives for each other
+        ids = {k: i for i, k in enumerate(dict.fromkeys(attr_key(m, a) for a in train_data[m]["attrs"]))}
+        labels[m] = torch.tensor([ids[attr_key(m, a)] for a in train_data[m]["attrs"]])
     model.train()
-    started, last, first = time.time(), {}, step
-    while step < cfg.steps:
+    last = {}
+    for step in run.steps(cfg.steps, {"model": model, "aux": aux}, {"opt": opt}):
+        # The data order is a function of (seed, step) alone, so a resumed run draws what the uninterrupted one would.
         rng = np.random.default_rng([cfg.seed, step])
+        lr = cfg.lr * warmup_cosine(step, cfg.steps, cfg.warmup, floor=cfg.min_lr / cfg.lr)
         for group in opt.param_groups:
-            group["lr"] = lr_at(cfg, step) * group["lr_scale"]
+            group["lr"] = lr * group["lr_scale"]
         losses, aux_losses = {}, {}
         for m in MODALITIES:
             d = train_data[m]
@@ -463,51 +335,43 @@ def train(cfg: Config) -> dict:
                         for i in idx]
             media = embed(model, m, model_input(m, d["x"][torch.from_numpy(idx)]))
             text = embed(model, "text", tokenize(tokenizer, captions))
-            losses[m] = contrastive_loss(media, text, [keys[m][i] for i in idx], logit_scale(model))
+            losses[m] = soft_infonce(media, text, labels[m][torch.from_numpy(idx)], logit_scale(model))
             attrs = [d["attrs"][i] for i in idx]
             aux_losses[m] = 0.5 * (aux.loss(m, media, attrs) + aux.loss(m, text, attrs))
         loss = sum(losses.values()) + cfg.aux_weight * sum(aux_losses.values())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        step += 1
-
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            run.log(step, loss=loss.item(), **{f"loss_{m}": v.item() for m, v in losses.items()},
+        optimizer_step(opt, loss, params)
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            run.log(done, loss=loss.item(), **{f"loss_{m}": v.item() for m, v in losses.items()},
                     **{f"aux_{m}": v.item() for m, v in aux_losses.items()},
-                    scale=logit_scale(model).item(), lr=lr_at(cfg, step - 1),
-                    s_per_step=round((time.time() - started) / max(1, step - first), 3))
-        if step % cfg.eval_every == 0 or step == cfg.steps:
+                    scale=logit_scale(model).item(), lr=lr, steps_per_s=run.speed(done))
+        if done % cfg.eval_every == 0 or done == cfg.steps:
             last = evaluate_cached(model, tokenizer, val_data)
-            run.log(step, split="validation", **{f"{m}_{k}": v for m, r in last.items()
+            run.log(done, split="validation", **{f"{m}_{k}": v for m, r in last.items()
                                                  for k, v in r.items() if k.endswith("media") or k.endswith("caption")})
-        if step < cfg.steps:
-            run.maybe_save(step, modules, {"opt": opt})
-    run.save(step, modules, {"opt": opt})
 
     out = export(model, cfg.model_kwargs(), cfg.out)
     print(f"exported to {out} ({sum(f.stat().st_size for f in out.iterdir()) / 2**20:.1f} MB)", flush=True)
-    return {"step": step, "validation": last}
+    return {"step": run.step, "validation": last}
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m nextgpt.train.nano_encoder", description=__doc__.split("\n\n")[0])
-    for f in dataclasses.fields(Config):
-        p.add_argument(f"--{f.name}", type=type(f.default), default=f.default)
-    p.add_argument("--evaluate", metavar="FOLDER", help="only print the retrieval table of an exported encoder")
-    p.add_argument("--split", default="test", help="split for --evaluate and the final table")
-    p.add_argument("--json", action="store_true", help="print the final table as JSON")
-    a = vars(p.parse_args(argv))
-    folder, split, as_json = a.pop("evaluate"), a.pop("split"), a.pop("json")
-    cfg = Config(**a)
+    def flags(p):
+        p.add_argument("--evaluate", metavar="FOLDER", help="only print the retrieval table of an exported encoder")
+        p.add_argument("--split", default="test", help="split for --evaluate and the final table")
+        p.add_argument("--json", action="store_true", help="print the final table as JSON")
+
+    cfg, a = parse_config(EncoderTrainConfig, argv, "python -m nextgpt.train.nano_encoder",
+                          __doc__.split("\n\n")[0], extra=flags)
+    folder = a["evaluate"]
     if folder is None:
         train(cfg)
         folder = cfg.out
     torch.set_num_threads(cfg.threads)
-    result = evaluate(folder, cfg.world, split)
-    (Path(folder) / f"eval-{split}.json").write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result) if as_json else f"retrieval on {split} ({folder}):\n{format_table(result)}", flush=True)
+    result = parts.evaluate_encoder(folder, cfg.world, a["split"])
+    write_json(Path(folder) / f"eval-{a['split']}.json", result)
+    table = f"retrieval on {a['split']} ({folder}):\n{parts.format_retrieval(result)}"
+    print(json.dumps(result) if a["json"] else table, flush=True)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
     python -m nextgpt.train.nano_llm [--steps N] [--run runs/nano/llm] [--out assets/nano/llm]
 
 Read it top to bottom: config, the corpus (the world's dialogues in NExT-GPT's `### Human: ... \\n### Assistant:`
-template, plus captions and a few facts of the world), the tokenizer, the model, the training loop, held-out
-perplexity and greedy samples, and export as a Hugging Face folder (fp16 safetensors + tokenizer files).
+template, plus captions and a few facts of the world), the model, the training loop (with a byte-level BPE
+tokenizer from `nextgpt.offline`), held-out perplexity and greedy samples, and export as a Hugging Face folder
+(fp16 safetensors + tokenizer files).
 
 Why it looks like this
 ----------------------
@@ -25,11 +26,8 @@ Why it looks like this
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,19 +36,17 @@ import torch
 
 from nextgpt.conversation import ASSISTANT, HUMAN, NEXT_HUMAN, TURN_END
 from nextgpt.nano import world as W
-from nextgpt.train.common import Run, seed_everything
-
-SPECIALS = ["<unk>", "<s>", "</s>"]
+from nextgpt.offline import llama_bpe_tokenizer
+from nextgpt.train.common import (Run, RunConfig, optimizer_step, parse_config, seed_everything, warmup_cosine,
+                                  write_json)
 
 
 # --- config ----------------------------------------------------------------------------------------------------
 
 @dataclass
-class Config:
-    world: str = "data/nano-world"
+class LLMTrainConfig(RunConfig):
     run: str = "runs/nano/llm"
     out: str = "assets/nano/llm"
-    seed: int = 0
     extra_dialogues: int = 20000  # text-only dialogues from the generator with other seeds
     fact_repeats: int = 20  # the 18 fact documents (each colour's note) are repeated so they are actually learned
     vocab_size: int = 1024
@@ -63,8 +59,6 @@ class Config:
     weight_decay: float = 0.1
     log_every: int = 10
     eval_every: int = 100
-    save_every_s: float = 180.0
-    threads: int = 1  # the machine is shared: one thread per training process
     # the model (LlamaConfig)
     hidden_size: int = 256
     num_hidden_layers: int = 4
@@ -137,31 +131,13 @@ def world_documents(world_dir, split: str, rng: np.random.Generator) -> list[str
     return docs
 
 
-def corpus(cfg: Config) -> dict[str, list[str]]:
+def corpus(cfg: LLMTrainConfig) -> dict[str, list[str]]:
     rng = np.random.default_rng([cfg.seed, 1])
     train = world_documents(cfg.world, "train", rng)
     # Other seeds than the world's (1000 + seed), so no generated dialogue is a copy of a held-out one by design.
     train += extra_documents(1000 + cfg.seed, cfg.extra_dialogues, rng, cfg.fact_repeats)
     order = rng.permutation(len(train))
     return {"train": [train[i] for i in order], "validation": world_documents(cfg.world, "validation", rng)}
-
-
-# --- the tokenizer ---------------------------------------------------------------------------------------------
-
-def train_tokenizer(texts: list[str], vocab_size: int):
-    """Byte-level BPE (every byte encodable, so no <unk> in practice), wrapped as a transformers fast tokenizer."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(texts, trainer)
-    # pad = eos, as in the release; NExT-GPT adds <s> itself, so no post-processor adds specials.
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                                   pad_token="</s>")
 
 
 def token_stream(tokenizer, docs: list[str]) -> torch.Tensor:
@@ -173,13 +149,6 @@ def token_stream(tokenizer, docs: list[str]) -> torch.Tensor:
 
 
 # --- training --------------------------------------------------------------------------------------------------
-
-def lr_at(cfg: Config, step: int) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    t = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * t))
-
 
 @torch.no_grad()
 def perplexity(model, stream: torch.Tensor, block_size: int, batch_size: int = 16) -> float:
@@ -256,20 +225,20 @@ def request_following(model, tokenizer, world_dir, split: str = "validation", li
             **{k: hits[k] / total[k] for k in total}}
 
 
-def train(cfg: Config) -> dict:
+def train(cfg: LLMTrainConfig) -> dict:
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     run = Run(cfg.run, save_every_s=cfg.save_every_s)
-    (Path(cfg.run) / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1) + "\n")
+    cfg.save(run.folder / "config.json")
 
     docs = corpus(cfg)
-    tok_dir = Path(cfg.run) / "tokenizer"  # trained once, so a resumed run keeps the same ids
+    tok_dir = run.folder / "tokenizer"  # trained once, so a resumed run keeps the same ids
     if (tok_dir / "tokenizer.json").exists():
         tokenizer = AutoTokenizer.from_pretrained(tok_dir)
-    else:
-        tokenizer = train_tokenizer(docs["train"], cfg.vocab_size)
+    else:  # byte-level BPE: every byte encodable, so no <unk> in practice
+        tokenizer = llama_bpe_tokenizer(docs["train"], cfg.vocab_size)
         tokenizer.save_pretrained(tok_dir)
     streams = {k: token_stream(tokenizer, v) for k, v in docs.items()}
     print(f"vocab {len(tokenizer)}, train tokens {len(streams['train']):,}, "
@@ -282,51 +251,41 @@ def train(cfg: Config) -> dict:
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
-    step, _ = run.resume({"model": model}, {"opt": opt})
-    if step:
-        print(f"resumed from step {step}", flush=True)
-
     model.train()
-    train_stream, started, ppl, first = streams["train"], time.time(), None, step
-    while step < cfg.steps:
+    train_stream, ppl = streams["train"], None
+    for step in run.steps(cfg.steps, {"model": model}, {"opt": opt}):
         rng = np.random.default_rng([cfg.seed, step])
         ix = torch.from_numpy(rng.integers(0, len(train_stream) - cfg.block_size - 1, size=cfg.batch_size))
         x = torch.stack([train_stream[i: i + cfg.block_size] for i in ix])
         y = torch.stack([train_stream[i + 1: i + cfg.block_size + 1] for i in ix])
+        lr = cfg.lr * warmup_cosine(step, cfg.steps, cfg.warmup, floor=cfg.min_lr / cfg.lr)
         for group in opt.param_groups:
-            group["lr"] = lr_at(cfg, step)
+            group["lr"] = lr
         logits = model(input_ids=x).logits
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        step += 1
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            run.log(step, loss=loss.item(), lr=lr_at(cfg, step - 1),
-                    s_per_step=round((time.time() - started) / max(1, step - first), 3))
-        if step % cfg.eval_every == 0 or step == cfg.steps:
+        optimizer_step(opt, loss, model.parameters())
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            run.log(done, loss=loss.item(), lr=lr, steps_per_s=run.speed(done))
+        if done % cfg.eval_every == 0 or done == cfg.steps:
             ppl = perplexity(model, streams["validation"], cfg.block_size)
-            run.log(step, split="validation", perplexity=ppl,
+            run.log(done, split="validation", perplexity=ppl,
                     request_following_all=request_following(model, tokenizer, cfg.world, limit=20).get("all"))
-        if step < cfg.steps:
-            run.maybe_save(step, {"model": model}, {"opt": opt})
-    run.save(step, {"model": model}, {"opt": opt})
 
     if ppl is None:
         ppl = perplexity(model, streams["validation"], cfg.block_size)
     texts = samples(model, tokenizer)
     following = request_following(model, tokenizer, cfg.world)
-    run.log(step, split="validation-final", request_following=following)
-    (Path(cfg.run) / "samples" / f"step{step:06d}.txt").write_text("\n\n".join(texts) + "\n")
+    run.log(run.step, split="validation-final", request_following=following)
+    (run.folder / "samples" / f"step{run.step:06d}.txt").write_text("\n\n".join(texts) + "\n")
     out = export(model, tokenizer, cfg.out)
-    (out / "eval.json").write_text(json.dumps({"validation_perplexity": ppl, "steps": step,
-                                               "request_following": following, "samples": texts}, indent=1) + "\n")
+    write_json(out / "eval.json", {"validation_perplexity": ppl, "steps": run.step, "request_following": following,
+                                   "samples": texts})
     size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
     print(f"validation perplexity {ppl:.3f}; exported to {out} ({size:.1f} MB)\n", flush=True)
     print("\n\n".join(texts), flush=True)
     print(f"request following (validation t2x prompts): {json.dumps(following)}", flush=True)
-    return {"step": step, "validation_perplexity": ppl, "request_following": following, "samples": texts}
+    return {"step": run.step, "validation_perplexity": ppl, "request_following": following, "samples": texts}
 
 
 def export(model, tokenizer, out) -> Path:
@@ -343,10 +302,8 @@ def export(model, tokenizer, out) -> Path:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m nextgpt.train.nano_llm", description=__doc__.split("\n\n")[0])
-    for f in dataclasses.fields(Config):
-        p.add_argument(f"--{f.name}", type=type(f.default), default=f.default)
-    train(Config(**vars(p.parse_args(argv))))
+    cfg, _ = parse_config(LLMTrainConfig, argv, "python -m nextgpt.train.nano_llm", __doc__.split("\n\n")[0])
+    train(cfg)
 
 
 if __name__ == "__main__":

@@ -10,20 +10,22 @@ the tokenizer with the signal tokens), so the folder is the whole shipped model.
 `runs/nano-stages/stage<N>/` if a session ended mid-way. Stage 4 is a second instruction-tuning run (stage 3's
 kind) on the world's dialogues together with `talk.json`: free wording, conversations, and honest answers outside
 the world (`nextgpt.nano.talk`). `--start FOLDER` starts the chosen stage from a model folder instead of the
-previous stage's output (the shipped folder is stage 4's input and output when only stage 4 runs).
+previous stage's output (the shipped folder is stage 4's input and output when only stage 4 runs); the shipped
+config names every part relative to the parts folder, and parts the started model had elsewhere are copied in.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import (DecoderConfig, EncoderConfig, GenerationConfig, LLMConfig, LoRAConfig, NextGPTConfig,
                       OutputProjectorConfig, SignalTokenConfig)
 from ..model import NextGPT
-from . import nano_audio, nano_video
+from ..nano import parts
+from .common import folder_hash, parse_config
 from .stages import StageConfig, train, widen_lora
 
 
@@ -32,9 +34,8 @@ class NanoStages:
     """Steps, batch and learning rate per stage (the world is small; the released recipe ran one epoch each).
 
     Stage 1 also trains the LoRA here. Vicuna-7B reads a projected ImageBind token with its weights frozen; the
-    4-layer LLM-nano cannot: with only the projector training, its captions ignored the media (shuffling the
-    media changed the caption loss by 2-10%); with the LoRA, stage 1 alone names every attribute of 60 of 60 held-out
-    images, videos and sounds when asked to describe them.
+    4-layer LLM-nano cannot: with only the projector training, its captions ignored the media; with the LoRA,
+    stage 1 alone names the attributes of held-out images, videos and sounds (docs/nano.md).
     """
 
     kind: dict[int, int] = field(default_factory=lambda: {1: 1, 2: 2, 3: 3, 4: 3})  # which of the three stages
@@ -59,22 +60,23 @@ class NanoStages:
         target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]), 4: None})
 
 
-def nano_config(parts: Path) -> NextGPTConfig:
+def nano_config(folder: Path) -> NextGPTConfig:
     """NExT-GPT at nano size: the same architecture, dimensions read from the trained parts."""
-    parts = Path(parts).resolve()
-    enc = json.loads((parts / "encoder" / "config.json").read_text())
-    llm = json.loads((parts / "llm" / "config.json").read_text())
-    text_dim = json.loads((parts / "image_decoder" / "text_encoder" / "config.json").read_text())["hidden_size"]
-    video_dim = json.loads((parts / "video_decoder" / "text_encoder" / "config.json").read_text())["hidden_size"]
-    clap_dim = json.loads((parts / "audio_decoder" / "text_encoder" / "config.json").read_text())["projection_dim"]
+    folder = Path(folder).resolve()
+    enc = json.loads((folder / "encoder" / "config.json").read_text())
+    llm = json.loads((folder / "llm" / "config.json").read_text())
+    text_dim = json.loads((folder / "image_decoder" / "text_encoder" / "config.json").read_text())["hidden_size"]
+    video_dim = json.loads((folder / "video_decoder" / "text_encoder" / "config.json").read_text())["hidden_size"]
+    clap_dim = json.loads((folder / "audio_decoder" / "text_encoder" / "config.json").read_text())["projection_dim"]
     # guidance and steps chosen on validation captions
-    audio = nano_audio.inference_settings(parts / "audio_decoder")
-    video = nano_video.inference_settings(parts / "video_decoder")
+    image = parts.inference_settings("image", folder / "image_decoder")
+    video = parts.inference_settings("video", folder / "video_decoder")
+    audio = parts.inference_settings("audio", folder / "audio_decoder")
     proj = dict(d_model=128, nhead=4, num_encoder_layers=2, num_decoder_layers=2, dim_feedforward=512)
     return NextGPTConfig(
         name="nextgpt-nano",
-        encoder=EncoderConfig(pretrained=str(parts / "encoder"), model_kwargs=enc.get("model_kwargs", enc)),
-        llm=LLMConfig(pretrained=str(parts / "llm"), tokenizer=str(parts / "llm"), hidden_size=llm["hidden_size"],
+        encoder=EncoderConfig(pretrained=str(folder / "encoder"), model_kwargs=enc.get("model_kwargs", enc)),
+        llm=LLMConfig(pretrained=str(folder / "llm"), tokenizer=str(folder / "llm"), hidden_size=llm["hidden_size"],
                       vocab_size=0),
         lora=LoRAConfig(r=8, alpha=16, dropout=0.05),
         signal=SignalTokenConfig(first_id=None),
@@ -84,10 +86,11 @@ def nano_config(parts: Path) -> NextGPTConfig:
             "audio": OutputProjectorConfig(out_dim=clap_dim, num_queries=1, **proj),
         },
         decoders={
-            "image": DecoderConfig(str(parts / "image_decoder"), 5.0, 20, height=64, width=64),
-            "video": DecoderConfig(str(parts / "video_decoder"), video["guidance_scale"], video["num_inference_steps"],
+            "image": DecoderConfig(str(folder / "image_decoder"), image["guidance_scale"], image["num_inference_steps"],
+                                   height=64, width=64),
+            "video": DecoderConfig(str(folder / "video_decoder"), video["guidance_scale"], video["num_inference_steps"],
                                    height=64, width=64, num_frames=8, fps=8),
-            "audio": DecoderConfig(str(parts / "audio_decoder"), audio["guidance_scale"], audio["num_inference_steps"],
+            "audio": DecoderConfig(str(folder / "audio_decoder"), audio["guidance_scale"], audio["num_inference_steps"],
                                    audio_length_s=audio["audio_length_in_s"], sample_rate=16000),
         },
         # 160: the answer that says what nano can do is about 115 tokens
@@ -95,16 +98,22 @@ def nano_config(parts: Path) -> NextGPTConfig:
     )
 
 
+@dataclass
+class ShipConfig:
+    """The command line: where the parts are (and the model ships), the world, the runs, which stages."""
+
+    parts: str = "assets/nano"
+    world: str = "data/nano-world-8k"
+    runs: str = "runs/nano-stages"
+    only: int = 0  # run this stage alone (its input: the previous stage's output); 0: all four
+    start: str = ""  # a model folder to start the first stage run from, instead of its input
+    no_ship: bool = False  # keep stage 4's output in the runs folder only
+
+
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m nextgpt.train.nano_model", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--parts", default="assets/nano")
-    p.add_argument("--world", default="data/nano-world-8k")
-    p.add_argument("--runs", default="runs/nano-stages")
-    p.add_argument("--only", type=int, choices=(1, 2, 3, 4), help="run one stage (its input: the previous output)")
-    p.add_argument("--start", help="a model folder to start the first stage run from, instead of its input")
-    p.add_argument("--no-ship", action="store_true", help="keep stage 4's output in the runs folder only")
-    a = p.parse_args(argv)
+    a, _ = parse_config(ShipConfig, argv, "python -m nextgpt.train.nano_model", __doc__)
+    if a.only not in (0, 1, 2, 3, 4):
+        raise SystemExit(f"--only takes a stage, 1 to 4, not {a.only}")
     runs, plan = Path(a.runs), NanoStages()
     init = runs / "init"
     init.mkdir(parents=True, exist_ok=True)
@@ -116,7 +125,7 @@ def main(argv=None) -> None:
             source = str(out)
             continue
         if a.start:
-            source, a.start = a.start, None
+            source, a.start = a.start, ""
         if plan.lora_config[stage] is not None:
             source = _widened(source, plan.lora_config[stage], runs / f"stage{stage}" / "widened")
         model = train(StageConfig(
@@ -128,8 +137,26 @@ def main(argv=None) -> None:
         ))
         source = str(out)
         if stage == 4 and not a.no_ship:
-            model.config.generation = nano_config(Path(a.parts)).generation  # a started run keeps older settings
-            model.save_pretrained(a.parts, components=False)  # the shipped folder: parts + config + trained weights
+            ship(model, Path(a.parts))
+
+
+def ship(model: NextGPT, folder: Path) -> None:
+    """Write the trained model into `folder` beside its parts, with every path relative to it: the shipped folder is
+    the whole model. A part the model was started with from another folder is copied in; one already there must
+    hold the same weights."""
+    config = model.config
+    components = {"encoder": config.encoder, "llm": config.llm,
+                  **{f"{m}_decoder": c for m, c in config.decoders.items()}}
+    for name, c in components.items():
+        source, target = Path(c.pretrained), folder / name
+        if source.resolve() != target.resolve():
+            if not target.exists():
+                shutil.copytree(source, target)
+            elif folder_hash(source) != folder_hash(target):
+                raise ValueError(f"{target} holds other weights than the {name} the model was trained with ({source})")
+        c.pretrained = str(target)
+    config.generation = nano_config(folder).generation  # a started run keeps older settings
+    model.save_pretrained(folder, components=False)
 
 
 def _widened(source: str, lora: LoRAConfig, out: Path) -> str:

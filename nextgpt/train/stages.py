@@ -20,7 +20,6 @@ machines, DeepSpeed ZeRO-2 for the 7B preset: `accelerate launch --config_file c
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import random
 import time
@@ -37,7 +36,7 @@ from ..llm import build_llm
 from ..media import Media
 from ..model import NextGPT
 from . import data
-from .common import Run, seed_everything
+from .common import Run, folder_hash, seed_everything
 
 
 @dataclass
@@ -255,15 +254,18 @@ class FeatureStore:
 
     @staticmethod
     def fingerprint(model: NextGPT) -> str:
-        """A short hash of the encoder's weights and the decoders' sources (local folders by their full path: a
-        model saved elsewhere names the same folders absolutely)."""
+        """A short hash of the encoder's weights and of what makes each decoder's conditioning (its text encoder and
+        tokenizer files; a hub id by its name), so the same parts under another path share one store."""
         h = hashlib.sha1()
         for name, t in sorted(model.encoder.state_dict().items()):
             h.update(name.encode())
             h.update(t.detach().float().cpu().numpy().tobytes()[:4096])
-        sources = {m: str(Path(c.pretrained).resolve()) if c.pretrained and Path(c.pretrained).exists()
-                   else c.pretrained for m, c in model.config.decoders.items()}
-        h.update(json.dumps(sources).encode())
+        for m, c in sorted(model.config.decoders.items()):
+            folder = Path(str(c.pretrained))
+            text = [folder / "text_encoder", folder / "tokenizer"]
+            h.update(f"{m}:".encode())
+            for part in (text if all(p.is_dir() for p in text) else [folder]):
+                h.update(folder_hash(part).encode())
         return h.hexdigest()[:12]
 
     def media(self, path: str) -> torch.Tensor:

@@ -5,23 +5,26 @@ config, so the VAE is trained on exactly the spectrogram the vocoder inverts: 16
 (10 ms frames, as in the real AudioLDM), 64 Slaney mel bins over 0-8 kHz, natural log of the magnitude floored at
 1e-5.
 
-Why Griffin-Lim. A small `SpeechT5HifiGan` trained 6 minutes on this machine with a multi-resolution STFT loss did
-not learn pitch (3/32 tones right; issue 5), and HiFi-GAN's own recipe needs far more steps than a shared 2-core
-CPU gives inside the 90-minute budget of this part. The nano world's sounds are a note with two weak harmonics,
-gated on and off: their log-mel spectrogram holds all that the oracles read (the strongest partial and the
-envelope), and a pseudo-inverse of the mel filterbank followed by Griffin-Lim phase recovery brings both back.
-So the pipeline's vocoder is this module: nothing learned, the same call signature as `SpeechT5HifiGan`
+Why Griffin-Lim: a small `SpeechT5HifiGan` trained briefly on a CPU did not learn pitch (docs/nano.md), and
+HiFi-GAN's own recipe needs far more steps than the nano budget gives. The nano world's sounds are a note with two
+weak harmonics, gated on and off: their log-mel spectrogram holds all that the oracles read (the strongest partial
+and the envelope), and a pseudo-inverse of the mel filterbank followed by Griffin-Lim phase recovery brings both
+back. So the pipeline's vocoder is this module: nothing learned, the same call signature as `SpeechT5HifiGan`
 ((B, T, bins) or (T, bins) log-mel -> (B, T * hop) or (T * hop,) waveform) and the config fields the pipeline reads
 (`model_in_dim`, `sampling_rate`, `upsample_rates`).
 
-Why a SpeechT5HifiGan subclass. `AudioLDMPipeline.save_pretrained` records each component as (module, class) in
-model_index.json; a class outside diffusers/transformers is recorded under its full module path
-(`nextgpt.nano.vocoder`), and `from_pretrained` imports that module and loads the class with the loading method of
-the base class it finds there by name (`PreTrainedModel` -> `from_pretrained`, reading config.json and
-model.safetensors). Being a `SpeechT5HifiGan` also passes the pipeline's check of the vocoder's type.
+Why a SpeechT5HifiGan subclass: `AudioLDMPipeline.save_pretrained` records each component as (module, class) in
+model_index.json; a class outside diffusers/transformers is recorded under its full module path, and
+`from_pretrained` imports that module and loads the class with the loading method of the base class it finds
+there by name (`PreTrainedModel` -> `from_pretrained`, reading config.json and model.safetensors). Being a
+`SpeechT5HifiGan` also passes the pipeline's check of the vocoder's type. diffusers looks such a module up among
+those already imported; folders saved when this module was `nextgpt.nano.vocoder` name that path, so it is
+registered under that name too.
 """
 
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 import torch
@@ -29,6 +32,7 @@ import torch
 from transformers import PreTrainedModel, SpeechT5HifiGan, SpeechT5HifiGanConfig
 
 __all__ = ["MelConfig", "mel_filterbank", "log_mel", "GriffinLimVocoder"]
+sys.modules.setdefault("nextgpt.nano.vocoder", sys.modules[__name__])  # the module path older folders name
 
 
 class MelConfig:
