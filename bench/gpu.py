@@ -53,7 +53,7 @@ def full_pipeline(modality: str):
     from transformers import (ClapTextConfig, ClapTextModelWithProjection, CLIPTextConfig, CLIPTextModel,
                               SpeechT5HifiGan, SpeechT5HifiGanConfig)
 
-    from nextgpt.decoders import _roberta_tokenizer_offline, clip_tokenizer_offline
+    from nextgpt.offline import clap_tokenizer_offline, clip_tokenizer_offline
 
     sd_vae = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512),
                   down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
@@ -92,7 +92,7 @@ def full_pipeline(modality: str):
     vocoder = SpeechT5HifiGan(SpeechT5HifiGanConfig(model_in_dim=64, sampling_rate=16000, upsample_initial_channel=1024,
                                                     upsample_rates=[5, 4, 2, 2, 2],
                                                     upsample_kernel_sizes=[16, 16, 8, 4, 4], normalize_before=False))
-    return d.AudioLDMPipeline(vae=vae, text_encoder=text, tokenizer=_roberta_tokenizer_offline(), unet=unet,
+    return d.AudioLDMPipeline(vae=vae, text_encoder=text, tokenizer=clap_tokenizer_offline(), unet=unet,
                               vocoder=vocoder,
                               scheduler=d.DDIMScheduler(beta_start=0.0015, beta_end=0.0195,
                                                         beta_schedule="scaled_linear", clip_sample=False))

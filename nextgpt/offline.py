@@ -78,6 +78,12 @@ def roberta_bpe_tokenizer(texts: list[str], vocab_size: int):
     return RobertaTokenizerFast(tokenizer_object=tok, model_max_length=77)
 
 
+def clap_tokenizer_offline():
+    """A small stand-in for CLAP's RoBERTa tokenizer, trained on a few sound captions."""
+    texts = ["a dog barks in the distance", "rain falls on a tin roof", "birds sing at dawn", "a car engine starts"]
+    return roberta_bpe_tokenizer(texts, 300)
+
+
 def _frozen(pipe):
     # Modules built directly start in training mode; CLAP's text dropout would then make outputs random.
     # from_pretrained returns eval-mode modules, so this also makes save/load round trips match.
@@ -147,7 +153,5 @@ def build_tiny_pipeline(modality: str, cfg: DecoderConfig, cond_dim: int, seed: 
             normalize_before=False))
         scheduler = d.DDIMScheduler(beta_start=0.0015, beta_end=0.0195, beta_schedule="scaled_linear",
                                     clip_sample=False, set_alpha_to_one=False, steps_offset=1)
-        return _frozen(d.AudioLDMPipeline(vae=vae, text_encoder=text_encoder, tokenizer=roberta_bpe_tokenizer(
-            ["a dog barks in the distance", "rain falls on a tin roof", "birds sing at dawn", "a car engine starts"],
-            300),
+        return _frozen(d.AudioLDMPipeline(vae=vae, text_encoder=text_encoder, tokenizer=clap_tokenizer_offline(),
                                           unet=unet, vocoder=vocoder, scheduler=scheduler))
