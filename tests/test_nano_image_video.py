@@ -62,7 +62,7 @@ def test_image_parts_resume_and_export(tiny):
     assert img.size == (64, 64)
     embeds = pipe.text_encoder(pipe.tokenizer("a red circle", padding="max_length", max_length=77,
                                               return_tensors="pt").input_ids).last_hidden_state
-    assert embeds.shape == (1, 77, 32)  # the conditioning NExT-GPT's image output projector regresses (issue 6)
+    assert embeds.shape == (1, 77, 32)  # the conditioning NExT-GPT's image output projector regresses
     img = pipe(prompt_embeds=embeds, num_inference_steps=2, height=64, width=64, output_type="np").images
     assert img.shape == (1, 64, 64, 3) and np.isfinite(img).all()
     scores = nano_image.evaluate(out, tiny / "world", split="train", n=2, steps=2)  # tiny world: no test items

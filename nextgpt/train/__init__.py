@@ -1,1 +1,1 @@
-"""Training: the nano parts (issue 5) and NExT-GPT's three alignment stages."""
+"""Training: the nano parts and NExT-GPT's three alignment stages."""
