@@ -23,8 +23,8 @@ class AppSettings:
     device: str | None = None  # default: cuda when available
     cpu_offload: bool = False
     # torch intra-op threads. Each chat streams from worker threads, and on a CPU every such thread starts its own
-    # OpenMP team: with 2 threads per team on a 2-core machine they contend (a nano image took 0.95 s instead of
-    # 0.31 s). One thread per team is as fast for models this small. 0 leaves torch's default.
+    # OpenMP team; teams of several threads contend on a small CPU, and one thread per team is as fast for models
+    # this small. 0 leaves torch's default.
     threads: int = 1
     host: str = "127.0.0.1"
     port: int = 7860
@@ -36,12 +36,12 @@ class AppSettings:
     max_history_turns: int = 8
     queue_size: int = 32
     # The least time between two streamed updates of the chat. Each update takes the GIL from generation several
-    # times (a thread hop, a render, a diff, a message): at 10 a second a nano turn through the app took 30-40 ms
-    # longer than at 4 (turns interleaved in one server); 5 a second still reads as streaming.
+    # times (a thread hop, a render, a diff, a message), so fewer updates make a faster turn; 5 a second still
+    # reads as streaming.
     stream_interval_s: float = 0.2
-    # Gradio's queue looks for work every 1 ms, even while a turn runs, and each look takes the GIL from
-    # generation: a turn ran 6-18% slower beside the app. Idle, it looks every 5 ms (a turn starts within 5 ms);
-    # while a turn runs nothing else of the model's may start, so it looks every 100 ms.
+    # Gradio's queue looks for work every 1 ms by default, even while a turn runs, and each look takes the GIL from
+    # generation. Idle, it looks every 5 ms (a turn starts within 5 ms); while a turn runs nothing else of the
+    # model's may start, so it looks every 100 ms.
     queue_poll_s: float = 0.005
     queue_poll_busy_s: float = 0.1
     outputs: str = str(ROOT / "outputs")  # generated media; cleaned with Gradio's cache

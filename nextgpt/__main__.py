@@ -1,4 +1,8 @@
-"""Command line: `python -m nextgpt chat|inspect-checkpoint|convert-checkpoint ...`."""
+"""Command line: `python -m nextgpt chat|inspect-checkpoint|convert-checkpoint ...`.
+
+A mistake on the command line (a missing file, an unknown model or preset, a file that is not a checkpoint or
+not readable media) is reported as one line on stderr with exit status 2.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,34 @@ import json
 import sys
 from pathlib import Path
 
-from .config import DEFAULT_MODEL
+from .config import DEFAULT_MODEL, PRESETS
+
+
+class UsageError(Exception):
+    """A mistake on the command line; `main` prints it as one line and exits with status 2."""
+
+
+def _existing(path: str) -> None:
+    if not Path(path).is_file():
+        raise UsageError(f"{path}: no such file")
+
+
+def _preset(name: str):
+    from .config import get_preset
+
+    if name not in PRESETS:
+        raise UsageError(f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}")
+    return get_preset(name)
+
+
+def _read_checkpoint(path: str):
+    from . import checkpoint as ckpt
+
+    _existing(path)
+    try:
+        return ckpt.read_state_dict(path)
+    except Exception as e:  # torch.load and safetensors raise many kinds of errors for a file that is not theirs
+        raise UsageError(f"{path}: not a checkpoint (neither a PyTorch file nor safetensors)") from e
 
 
 def _chat(args) -> int:
@@ -15,7 +46,12 @@ def _chat(args) -> int:
     from .media import MediaError
     from .model import NextGPT
 
-    model = NextGPT.from_pretrained(args.model, **({"device": args.device} if args.device else {}))
+    for path in args.image + args.audio + args.video:
+        _existing(path)
+    try:
+        model = NextGPT.from_pretrained(args.model, **({"device": args.device} if args.device else {}))
+    except (FileNotFoundError, ValueError) as e:  # an unknown name, or a preset without its base weights
+        raise UsageError(str(e)) from e
     options = dict(seed=args.seed, output=args.output, out_dir=args.out)
     if args.max_new_tokens:
         options["max_new_tokens"] = args.max_new_tokens
@@ -32,8 +68,7 @@ def _chat(args) -> int:
             elif isinstance(event, ChatResult):
                 result = event
     except MediaError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise UsageError(str(e)) from e
     if args.json:
         media = [{"modality": m.modality, "path": m.path, **m.info} for m in result.media]
         print(json.dumps({"text": result.text, "media": media, "signal_tokens": result.signal_tokens}))
@@ -53,11 +88,11 @@ def _messages(args):
 
 def _inspect(args) -> int:
     from . import checkpoint as ckpt
-    from .config import get_preset
     from .model import NextGPT
 
-    model = NextGPT.from_config(get_preset(args.preset), meta=True)
-    state, official = ckpt.read_state_dict(args.file)
+    config = _preset(args.preset)
+    state, official = _read_checkpoint(args.file)
+    model = NextGPT.from_config(config, meta=True)
     report = ckpt.check_keys(state, model.trained_shapes())
     report = report.in_official_names() if official else report
     print(f"{args.file}: {'official NExT-GPT layout' if official else 'nextgpt layout'}, preset {args.preset}")
@@ -67,11 +102,11 @@ def _inspect(args) -> int:
 
 def _convert(args) -> int:
     from . import checkpoint as ckpt
-    from .config import get_preset
     from .model import NextGPT
 
-    model = NextGPT.from_config(get_preset(args.preset), meta=True)
-    state, _ = ckpt.read_state_dict(args.file)
+    config = _preset(args.preset)
+    state, _ = _read_checkpoint(args.file)
+    model = NextGPT.from_config(config, meta=True)
     report = ckpt.check_keys(state, model.trained_shapes())
     if not report.ok:
         print(report.format(), file=sys.stderr)
@@ -112,7 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     convert.set_defaults(fn=_convert)
 
     args = parser.parse_args(argv)
-    return args.fn(args)
+    try:
+        return args.fn(args)
+    except UsageError as e:
+        print(f"{parser.prog} {args.command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

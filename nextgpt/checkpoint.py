@@ -1,6 +1,6 @@
 """Checkpoints: the official `pytorch_model.pt` layout, our safetensors, and a strict key report.
 
-The official loader used `load_state_dict(strict=False)`, which silently ran broken checkpoints (#47, #51).
+The official loader used `load_state_dict(strict=False)`, which silently ran broken checkpoints (upstream NExT-GPT #47, #51).
 Here every key must map onto a parameter of the right shape, and every trained parameter must be present.
 """
 

@@ -273,8 +273,16 @@ def tiny() -> NextGPTConfig:
 
 PRESETS = {"nextgpt-7b-tiva-v0": nextgpt_7b_tiva_v0, "tiny": tiny}
 
-# Trained models that ship with the repository, by name: NExT-GPT nano, the default of the app, CLI and tests.
-SHIPPED = {"nano": Path(__file__).resolve().parents[1] / "assets" / "nano"}
+def _shipped(name: str) -> Path:
+    """A shipped model's folder: `assets/<name>` beside the package in a clone, `nextgpt/assets/<name>` inside an
+    installed wheel."""
+    here = Path(__file__).resolve().parent
+    repo = here.parent / "assets" / name
+    return repo if (repo / "config.json").is_file() else here / "assets" / name
+
+
+# Trained models that ship with the project, by name: NExT-GPT nano, the default of the app, CLI and tests.
+SHIPPED = {"nano": _shipped("nano")}
 DEFAULT_MODEL = "nano"
 
 

@@ -1,8 +1,8 @@
 """Generation pieces for transformers' `generate`: a logits processor for signal runs, stopping, streaming events.
 
-The released code asserted on partial signal runs (#46, #66) and let stray signal tokens into the text (#68).
-Here a run, once started, is always completed, signal tokens never appear outside a run, and a modality can be
-forced or forbidden (the app's output selector).
+The released code asserted on partial signal runs (upstream NExT-GPT #46, #66) and let stray signal tokens into the
+text (upstream NExT-GPT #68). Here a run, once started, is always completed, signal tokens never appear outside a
+run, and a modality can be forced or forbidden (the app's output selector).
 """
 
 from __future__ import annotations

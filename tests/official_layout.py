@@ -1,4 +1,4 @@
-"""An independent description of the released checkpoint's layout (reference nextgpt.md section 2.2).
+"""An independent description of the released checkpoint's layout: its module paths, key names and shapes.
 
 Written from the legacy code's module paths, not from our model, so the tests can check the mapping both ways.
 """

@@ -86,6 +86,26 @@ def send(page, text=None, output=None):
     page.wait_for_selector("#message textarea[disabled]", timeout=10_000)  # locked at once
 
 
+PICTURES_LOADED = """(tag) => [...document.querySelectorAll('#chatbot .bot-row ' + tag)]
+  .every((m) => tag === 'img' ? m.complete && m.naturalWidth > 0 : m.readyState >= 1)"""
+
+
+def wait_media(page, tag):
+    """The turn is over and its generated <tag> (img, video or audio) is in the chat; an image or a video with its
+    data loaded. (A sound's <audio> sits in its player's shadow root, which only Playwright's selectors reach.)"""
+    page.wait_for_selector(f"#chatbot .bot-row {tag}", state="attached", timeout=TURN_S)
+    if tag in ("img", "video"):
+        page.wait_for_function(PICTURES_LOADED, arg=tag, timeout=TURN_S)
+    wait_idle(page)
+
+
+def run_example(page, text, tag, output=None):
+    """Click an example, send it, and wait for the medium it makes."""
+    click_example(page, text)
+    send(page, output=output)
+    wait_media(page, tag)
+
+
 def export(page) -> zipfile.ZipFile:
     """One click on Export downloads the conversation."""
     with page.expect_download(timeout=10_000) as download:
@@ -174,13 +194,9 @@ def test_examples_are_in_view_and_every_part_of_a_row_loads_it(page, size):
 
 def test_generated_image_and_video_are_large_crisp_fit_the_chat_and_loop(page, size):
     new_chat(page)
-    click_example(page, "Draw a red circle on the left.")
-    send(page)
-    page.wait_for_selector("#chatbot .bot-row img", state="attached", timeout=TURN_S)
-    wait_idle(page)
+    run_example(page, "Draw a red circle on the left.", "img")
     send(page, "Make a video of a blue square moving up.", output="Video")
-    page.wait_for_selector("#chatbot .bot-row video", state="attached", timeout=TURN_S)
-    wait_idle(page)
+    wait_media(page, "video")
     page.wait_for_function("() => [...document.querySelectorAll('#chatbot .bot-row img, #chatbot .bot-row video')]"
                            ".every((m) => (m.naturalWidth || m.videoWidth) && m.classList.contains('crisp'))")
     page.locator("#controls").get_by_label("Auto", exact=True).check()
@@ -204,10 +220,7 @@ def test_generated_image_and_video_are_large_crisp_fit_the_chat_and_loop(page, s
 
 def test_generated_sound_is_normalised_without_clipping(page, size):
     new_chat(page)
-    click_example(page, "Play a beeping yellow tone.")
-    send(page)
-    page.wait_for_selector("#chatbot .bot-row audio", state="attached", timeout=TURN_S)
-    wait_idle(page)
+    run_example(page, "Play a beeping yellow tone.", "audio")
     z = export(page)
     (name,) = [n for n in z.namelist() if n.endswith(".wav")]
     wave, _ = sf.read(io.BytesIO(z.read(name)), dtype="float32")
@@ -241,8 +254,7 @@ def test_stop_leaves_a_stopped_note_and_export_is_the_chat_as_it_is(page, size):
     ]
     # a later turn: the same single click exports it too
     send(page, "Draw a red circle on the left.", output="Image")
-    page.wait_for_selector("#chatbot .bot-row img", state="attached", timeout=TURN_S)
-    wait_idle(page)
+    wait_media(page, "img")
     page.locator("#controls").get_by_label("Auto", exact=True).check()
     later = export(page)
     messages = conversation(later)
@@ -287,9 +299,7 @@ def test_stop_ends_the_whole_multi_turn_demo(page, size):
 
 def test_a_refused_message_gets_its_own_note(page, size, tmp_path):
     new_chat(page)
-    click_example(page, "Play a beeping yellow tone.")
-    send(page)
-    wait_idle(page)
+    run_example(page, "Play a beeping yellow tone.", "audio")
     fake = tmp_path / "photo.png"
     fake.write_text("this is not a picture")
     page.locator("#message input[type=file]").set_input_files(str(fake))

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 from PIL import Image
 
@@ -16,28 +15,15 @@ from nextgpt.config import EncoderConfig, tiny
 from nextgpt.encoder import Encoder, import_imagebind
 from nextgpt.media import Media, MediaError, preprocess
 
-MEDIA = Path("/work/shared/media")
-
 
 @pytest.fixture(scope="module")
-def media_files(tmp_path_factory) -> dict[str, Path]:
-    """Small image / audio / video files (copied from the samples when present, else synthesised)."""
+def media_files(tmp_path_factory, media_dir) -> dict[str, Path]:
+    """The repository's sample image / audio / video under plain names, plus a second (random) image."""
     d = tmp_path_factory.mktemp("media")
     rng = np.random.default_rng(0)
-    if MEDIA.is_dir():
-        shutil.copy(MEDIA / "bird_image.jpg", d / "image.jpg")
-        shutil.copy(MEDIA / "bird_audio.wav", d / "audio.wav")
-        shutil.copy(MEDIA / "test.mp4", d / "video.mp4")
-    else:
-        import imageio_ffmpeg
-
-        Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)).save(d / "image.jpg")
-        sf.write(d / "audio.wav", (0.1 * rng.standard_normal(48000)).astype(np.float32), 16000)
-        w = imageio_ffmpeg.write_frames(str(d / "video.mp4"), (96, 64), fps=8)
-        w.send(None)
-        for _ in range(24):
-            w.send(rng.integers(0, 256, (64, 96, 3), dtype=np.uint8))
-        w.close()
+    shutil.copy(media_dir / "bird_image.jpg", d / "image.jpg")
+    shutil.copy(media_dir / "bird_audio.wav", d / "audio.wav")
+    shutil.copy(media_dir / "test.mp4", d / "video.mp4")
     Image.fromarray(rng.integers(0, 256, (256, 320, 3), dtype=np.uint8)).save(d / "image2.png")
     return {"image": d / "image.jpg", "audio": d / "audio.wav", "video": d / "video.mp4", "image2": d / "image2.png"}
 

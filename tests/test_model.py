@@ -35,7 +35,7 @@ def inputs(media_dir):
         Media("audio", str(media_dir / "bird_audio.wav")),  # PCM16 stereo 44.1 kHz
         Media("audio", str(media_dir / "test.wav")),  # float32 mono 16 kHz
         Media("video", str(media_dir / "test.mp4")),  # 8 fps
-        Media("video", str(media_dir / "pairs" / "videos" / "00007033.mp4")),  # WebVid, 25-30 fps
+        Media("video", str(media_dir / "pairs" / "videos" / "00048255.mp4")),  # WebVid, 29.97 fps
     ]
 
 

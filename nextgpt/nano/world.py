@@ -627,8 +627,8 @@ _SOURCE_IS = {  # gpt may first say what it read from the source item
 _CROSS_SAY = {  # what gpt says just before the produced item
     "audio": ("{c} sounds like this:", "Here is its note:", "Here is the sound of {c}:"),
     "image": ("Here is a {c} {s}:", "Here is the picture:", "Sure, in {c}:"),
-    # "a video of a {c} {s}", as the captions say it: LLM-nano never learnt to fill "Here is the {c} ___" (its
-    # shape was a guess, 30% right, on the train dialogues too), while "a {c} ___" it fills from any source.
+    # "a video of a {c} {s}", as the captions say it: LLM-nano does not learn to fill "Here is the {c} ___" with the
+    # right shape, while "a {c} ___" it fills from any source.
     "video": ("Here is a video of a {c} {s}:", "Sure, here is the video:", "Here it is, in {c}:"),
 }
 
