@@ -123,7 +123,8 @@ def _check_pixels(name: str, width: int, height: int, limits: MediaLimits, what:
     # The short side is scaled to 224, so an extreme aspect ratio would blow up the *resized* size instead.
     short, long = min(width, height), max(width, height)
     if IMAGE_SIZE * int(IMAGE_SIZE * long / short) > limits.max_pixels:
-        raise MediaError(f"{name}: {what} has an extreme aspect ratio ({width}x{height})")
+        widest = limits.max_pixels // IMAGE_SIZE**2
+        raise MediaError(f"{name}: {what} has an extreme aspect ratio ({width}x{height}; the limit is {widest}:1)")
 
 
 def _check_duration(name: str, duration: float, limits: MediaLimits) -> None:
@@ -185,7 +186,7 @@ def load_image(path, limits: MediaLimits | None = None) -> torch.Tensor:
             w, h = im.size
             _check_pixels(name, w, h, limits, "image")
             try:
-                rgb = im.convert("RGB")  # decodes the pixels
+                rgb = _to_rgb(im)  # decodes the pixels
             except Exception as e:  # truncated data, broken chunks, ...
                 raise MediaError(f"{name}: image data is corrupt or truncated") from e
 
@@ -200,6 +201,16 @@ def load_image(path, limits: MediaLimits | None = None) -> torch.Tensor:
     rgb = rgb.crop((left, top, left + IMAGE_SIZE, top + IMAGE_SIZE))
     x = torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1).float().div(255)  # ToTensor
     return _normalize_clip(x, channel_dim=0)
+
+
+def _to_rgb(im) -> "Image.Image":
+    """8-bit RGB. PIL clips 16- and 32-bit grey at 255 when it converts (a white picture), so those are scaled."""
+    from PIL import Image
+
+    if im.mode.startswith("I;16") or im.mode == "I":
+        grey = np.asarray(im, dtype=np.float64) / 257.0  # 65535 -> 255
+        return Image.fromarray(np.clip(grey, 0, 255).astype(np.uint8), "L").convert("RGB")
+    return im.convert("RGB")
 
 
 # --- audio -----------------------------------------------------------------------------------------------------
@@ -255,6 +266,9 @@ def load_audio(path, limits: MediaLimits | None = None) -> torch.Tensor:
 
     limits = limits or MediaLimits()
     name = check_file(path, limits)
+    if Path(os.fspath(path)).suffix.lower() in FFMPEG_AUDIO:
+        data, sr = _decode_audio_with_ffmpeg(os.fspath(path), name, limits)
+        return _audio_clips(name, data, sr)
     try:
         info = sf.info(path)
     except Exception as e:
@@ -266,6 +280,11 @@ def load_audio(path, limits: MediaLimits | None = None) -> torch.Tensor:
         data, sr = sf.read(path, dtype="float32", always_2d=True)  # PCM is scaled to [-1, 1) like torchaudio.load
     except Exception as e:
         raise MediaError(f"{name}: audio data is corrupt or truncated ({_short_reason(e)})") from e
+    return _audio_clips(name, data, sr)
+
+
+def _audio_clips(name: str, data: np.ndarray, sr: int) -> torch.Tensor:
+    """(samples, channels) float32 -> the three log-mel clips."""
     if data.shape[0] == 0:
         raise MediaError(f"{name}: audio has no samples")
     # kaldi.fbank uses channel 0 (channel=-1 -> 0). data.py first subtracts the mean over *all* channels of the
@@ -287,6 +306,29 @@ def load_audio(path, limits: MediaLimits | None = None) -> torch.Tensor:
             fb = fb[:, :AUDIO_TARGET_FRAMES]
         clips.append(((fb - AUDIO_MEAN) / AUDIO_STD).unsqueeze(0))
     return torch.stack(clips, dim=0)
+
+
+def _decode_audio_with_ffmpeg(path: str, name: str, limits: MediaLimits) -> tuple[np.ndarray, int]:
+    """Audio that libsndfile cannot read (AAC in .m4a, as phones record it): channel 0 decoded by ffmpeg."""
+    import subprocess
+
+    from imageio_ffmpeg import get_ffmpeg_exe
+    from moviepy.video.io.ffmpeg_reader import ffmpeg_parse_infos
+
+    try:
+        info = ffmpeg_parse_infos(path)
+    except Exception as e:
+        raise MediaError(f"{name}: not a readable audio file") from e
+    if not info.get("audio_found"):
+        raise MediaError(f"{name}: contains no audio stream")
+    _check_duration(name, float(info.get("duration") or 0.0), limits)
+    command = [get_ffmpeg_exe(), "-loglevel", "error", "-i", path, "-map", "0:a:0", "-af", "pan=mono|c0=c0",
+               "-ar", str(AUDIO_SAMPLE_RATE), "-f", "f32le", "pipe:1"]
+    try:
+        done = subprocess.run(command, capture_output=True, timeout=60, check=True)
+    except (subprocess.SubprocessError, OSError) as e:
+        raise MediaError(f"{name}: audio data is corrupt or truncated") from e
+    return np.frombuffer(done.stdout, dtype="<f4").reshape(-1, 1), AUDIO_SAMPLE_RATE
 
 
 def _short_reason(e: Exception) -> str:
@@ -311,7 +353,8 @@ def _probe_video(path: str, name: str, limits: MediaLimits) -> None:
     except Exception as e:
         raise MediaError(f"{name}: not a readable video file") from e
     if not info.get("video_found"):
-        raise MediaError(f"{name}: contains no video stream")
+        only_sound = " (only sound: send it as .m4a to use it as audio)" if info.get("audio_found") else ""
+        raise MediaError(f"{name}: contains no video stream{only_sound}")
     w, h = info.get("video_size") or (0, 0)
     _check_pixels(name, int(w), int(h), limits, "video frame")
     _check_duration(name, float(info.get("duration") or 0.0), limits)
@@ -415,10 +458,13 @@ def load_video(path, limits: MediaLimits | None = None) -> torch.Tensor:
 _LOADERS = {"image": load_image, "audio": load_audio, "video": load_video}
 
 SUFFIXES = {
-    "image": (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"),
-    "audio": (".wav", ".flac", ".ogg", ".mp3"),
+    "image": (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"),
+    "audio": (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aac"),
     "video": (".mp4", ".webm", ".mov", ".mkv", ".avi"),
 }
+
+
+FFMPEG_AUDIO = (".m4a", ".aac")  # read by ffmpeg; the other audio suffixes by libsndfile
 
 
 def guess_modality(path) -> str:

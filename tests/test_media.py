@@ -312,3 +312,24 @@ def test_non_finite_audio(tmp_path):
     w[100] = np.nan
     sf.write(tmp_path / "nan.wav", w, 16000, subtype="FLOAT")
     _assert_media_error(load_audio, tmp_path / "nan.wav", "NaN")
+
+
+def test_16_bit_grey_is_scaled_not_clipped(tmp_path):
+    """PIL clips 16-bit grey at 255 when it converts to RGB; the reader scales it, as its 8-bit twin reads."""
+    ramp = np.linspace(0, 255, 64 * 48).reshape(48, 64).round()
+    Image.fromarray((ramp * 257).astype(np.uint16)).save(tmp_path / "deep.png")
+    Image.fromarray(ramp.astype(np.uint8)).save(tmp_path / "flat.png")
+    assert torch.allclose(load_image(tmp_path / "deep.png"), load_image(tmp_path / "flat.png"))
+
+
+def test_m4a_is_read_through_ffmpeg_like_its_wav(tmp_path):
+    import subprocess
+
+    from imageio_ffmpeg import get_ffmpeg_exe
+
+    t = np.arange(32000) / 16000
+    sf.write(tmp_path / "tone.wav", (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16000)
+    subprocess.run([get_ffmpeg_exe(), "-loglevel", "error", "-i", str(tmp_path / "tone.wav"), "-c:a", "aac",
+                    "-b:a", "192k", str(tmp_path / "tone.m4a")], check=True)
+    wav, m4a = load_audio(tmp_path / "tone.wav"), load_audio(tmp_path / "tone.m4a")
+    assert m4a.shape == wav.shape and (m4a - wav).abs().mean() < 0.1  # AAC is lossy
