@@ -13,7 +13,7 @@ from pathlib import Path
 
 from nextgpt.generation import ChatResult, MediaFailed, MediaProgress, MediaReady, SignalDetected, TextDelta
 
-from .history import content_parts, is_note
+from .history import as_shown, content_parts, is_note
 
 NOUNS = {"image": "image", "video": "video", "audio": "sound"}
 PLACEHOLDER = "…"  # an answer with nothing to show yet
@@ -46,7 +46,7 @@ def refused(text: str, files: list[str], reason: str) -> list[dict]:
     """A message that could not be used: noted on the user's side (the message itself goes back to the box), then
     the reason in a bubble of its own, never inside the answer before it."""
     names = ", ".join(Path(f).name for f in files)
-    return [note("Not sent" + (f" (with {names})" if names else ""), text, role="user"),
+    return [note("Not sent" + (f" (with {names})" if names else ""), as_shown(text), role="user"),
             note(f"Could not use your message: {reason}")]
 
 

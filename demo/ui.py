@@ -12,12 +12,12 @@ from urllib.parse import quote
 import gradio as gr
 
 from nextgpt.generation import ChatResult, MediaFailed, MediaProgress, MediaReady
-from nextgpt.media import MediaError
+from nextgpt.media import SUFFIXES, MediaError
 from nextgpt.serve import ChatService, TurnOptions
 
 from .answer import Answer, note, refused, stopped
 from .examples import examples, scripted_turns
-from .history import export_zip, split_last_turn, to_messages
+from .history import as_shown, as_typed, export_zip, split_last_turn, to_messages
 from .settings import AppSettings
 
 OUTPUT_CHOICES = [("Auto", "auto"), ("Text only", "text"), ("Image", "image"), ("Video", "video"), ("Audio", "audio")]
@@ -169,7 +169,7 @@ def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
             return
         history += [{"role": "user", "content": {"path": m.path}} for m in user.media]
         if user.text.strip():
-            history.append({"role": "user", "content": user.text})
+            history.append({"role": "user", "content": as_shown(user.text)})
         yield history, gr.MultimodalTextbox(value=None, interactive=False)  # locked until `idle`
 
         answer = Answer()
@@ -211,7 +211,7 @@ def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
 
     def edit(history, edit_data: gr.EditData, request: gr.Request):
         index = edit_data.index[0] if isinstance(edit_data.index, (list, tuple)) else edit_data.index
-        return history[:index], *busy(request, {"text": edit_data.value, "files": []})
+        return history[:index], *busy(request, {"text": as_typed(edit_data.value), "files": []})
 
     def undo(history):
         before, message = split_last_turn(history)
@@ -235,7 +235,7 @@ def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
         if not history:
             return gr.DownloadButton(value=None, interactive=False)
         folder = tempfile.mkdtemp(prefix="export-", dir=exports_dir)
-        return gr.DownloadButton(value=export_zip(history, folder), interactive=True)
+        return gr.DownloadButton(value=export_zip(history, folder, allowed_roots), interactive=True)
 
     # While a turn runs, the box is locked, Stop is live and Export waits for the turn's end; `idle` undoes it.
     def busy(request: gr.Request, message=None):
@@ -262,7 +262,7 @@ def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
         f"Limits: {limits.max_files} files per message, {settings.max_file_mb} MB each, images up to "
         f"{limits.media.max_pixels / 1e6:.0f} megapixels, audio and video up to {limits.media.max_duration_s:.0f} s, "
         f"{limits.max_prompt_chars:,} characters per message; the model sees the last {limits.max_history_turns} turns. "
-        "Formats: PNG/JPEG/WebP images, WAV/FLAC/OGG/MP3 audio, MP4/WebM/MOV video."
+        "Formats: " + "; ".join(f"{m} " + " ".join(x.lstrip(".") for x in group) for m, group in SUFFIXES.items()) + "."
     )
 
     with gr.Blocks(title="NExT-GPT chat", delete_cache=(1800, 3600)) as demo:

@@ -316,3 +316,25 @@ def test_a_refused_message_gets_its_own_note(page, size, tmp_path):
     assert "Signal tokens" in answer.inner_text()  # the answer before keeps its own bubble
     assert page.locator("#message textarea").input_value() == "What is this?"  # back in the box, to fix
     shot(page, "refused", size, chat=True)
+
+
+SCRIPTS = ['<img src=x onerror="window.pwned=1;alert(1)">', "<script>window.pwned=2;alert(2)</script>",
+           "[a link](javascript:window.pwned=3;alert(3))", '<a href="javascript:alert(4)">another</a>',
+           '<iframe srcdoc="<script>parent.pwned=5</script>"></iframe>']
+
+
+def test_html_and_script_in_a_message_are_shown_as_text(page, size):
+    new_chat(page)
+    dialogs = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    text = " ".join(SCRIPTS)
+    send(page, text, output="Text only")
+    wait_idle(page)
+    chat = page.locator("#chatbot")
+    for link in chat.locator("a").all():
+        link.click(no_wait_after=True)  # a javascript: link would run here
+    time.sleep(0.5)
+    injected = "#chatbot img[src=x], #chatbot script, #chatbot iframe, #chatbot a[href^='javascript']"
+    assert (dialogs, page.evaluate("window.pwned"), chat.locator(injected).count()) == ([], None, 0)
+    user = chat.locator(".user-row").first.inner_text()
+    assert all(s in user for s in SCRIPTS), user  # the text itself, character for character

@@ -116,3 +116,14 @@ def test_a_refused_message_is_noted_apart_from_the_answer_before():
     assert reason["role"] == "assistant" and reason["metadata"]["title"].startswith("Could not use your message")
     assert to_messages([{"role": "user", "content": "Hi."}, attempt, reason], []) == to_messages(
         [{"role": "user", "content": "Hi."}], [])  # neither reaches the model
+
+
+@pytest.mark.parametrize("text", ["<img src=x onerror=alert(1)>", "[a](javascript:alert(1))", "# h\n- a\n 2) b",
+                                  "a\\.b \\\\ c $x$", "Hello, who are you?"])
+def test_user_text_is_escaped_for_the_chat_and_read_back_as_typed(text):
+    from demo.history import as_shown, as_typed
+
+    shown = as_shown(text)
+    assert as_typed(shown) == text
+    assert to_messages([{"role": "user", "content": shown}], [])[0].content == [text]
+    assert split_last_turn([{"role": "user", "content": shown}])[1]["text"] == text

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from app_helpers import ARTIFACTS, _files, _text, resend
+from demo.history import as_typed, export_zip
+from hostile_media import FORMATS, ODD, make
 from nextgpt.decoders import DecoderError
 
 OUTPUTS = ("auto", "text", "image", "video", "audio")
@@ -114,6 +117,26 @@ def test_bad_files_get_a_message_and_keep_the_conversation(client, earlier, tmp_
     _still_serving(client)
 
 
+# Refused by name, with the words the message must hold; every other file in FORMATS and ODD is read and answered.
+REFUSED = {
+    "HEIC-named image": ("IMG_0001.heic", "unsupported file type", ".png", ".jpg", ".tiff", ".m4a", ".mp4"),
+    "10000x10 px image": ("strip.png", "aspect ratio", "797:1"),
+    "audio-only MP4": ("sound.mp4", "no video stream", ".m4a"),
+}
+
+
+@pytest.mark.parametrize("name", [*FORMATS, *ODD])
+def test_uploaded_formats_and_odd_media_are_read_or_refused_by_name(client, earlier, tmp_path, name):
+    path = make({**FORMATS, **ODD}, name, tmp_path)
+    history, _ = _send(client, earlier, "What is in this file?", [path], output="text")
+    if name in REFUSED:
+        _assert_refused(history, earlier, *REFUSED[name])
+        return
+    assert history[: len(earlier)] == earlier
+    assert [Path(f).name for f in _files(history[len(earlier):], "user")] == [path.name]
+    assert history[-1]["metadata"]["title"].startswith("Signal tokens")
+
+
 def test_unsupported_format_is_refused_by_the_upload(client, earlier, tmp_path):
     (tmp_path / "paper.pdf").write_bytes(b"%PDF-1.4 not really")
     with pytest.raises(AppError, match="Invalid file type"):
@@ -125,6 +148,34 @@ def test_more_files_than_the_limit(client, earlier, app, media_dir):
     limit = app[1].limits.max_files
     history, _ = _send(client, earlier, "Look at all of these", [media_dir / "bird_image.jpg"] * (limit + 1))
     _assert_refused(history, earlier, f"limit is {limit}")
+
+
+def test_exported_file_names_stay_inside_the_zip_folder(client, earlier, tmp_path):
+    """Names as users give them (unicode, very long, Windows separators), and a history that points elsewhere."""
+    names = ["..\\..\\evil.png", "ünïcødé 画像 🐦.png", "画" * 80 + ".png", "C:\\Windows\\win.ini.png"]
+    (tmp_path / "up").mkdir()
+    for n in names:
+        make(ODD, "1x1 px image", tmp_path).rename(tmp_path / "up" / n)
+    history, _ = _send(client, earlier, "Look.", [tmp_path / "up" / n for n in names], output="text")
+    assert history[-1]["metadata"]["title"].startswith("Signal tokens")
+    outside = tmp_path / "secret.png"
+    outside.write_bytes(b"not for export")
+    forged = [{"role": "user", "content": {"path": p}} for p in (str(outside), "/etc/passwd.png", "../../../etc/hostname.png")]
+    allowed = [Path(p).parent.resolve() for p in _files(history, "user")]
+    zip_path = export_zip(history + forged, str(tmp_path / "export"), allowed)
+    with zipfile.ZipFile(zip_path) as z:
+        listed = json.loads(z.read("conversation.json"))["messages"]
+        z.extractall(tmp_path / "unzipped")
+        entries = z.namelist()
+    media = [e for e in entries if e != "conversation.json"]
+    assert len(media) == len(names)  # the forged paths are named in the conversation, never copied
+    for entry in media:
+        assert entry.startswith("media/") and "\\" not in entry and ".." not in entry.split("/")
+        assert len(entry.split("/")) == 2 and len(entry.split("/")[1].encode()) <= 128
+    unzipped = {p.resolve() for p in (tmp_path / "unzipped").rglob("*") if p.is_file()}
+    assert all(p.is_relative_to((tmp_path / "unzipped").resolve()) for p in unzipped) and len(unzipped) == 5
+    named = [part["file"] for m in listed for part in m["content"] if "file" in part]
+    assert named[: len(names)] == media
 
 
 # --- text ----------------------------------------------------------------------------------------------------------
@@ -149,7 +200,7 @@ def test_odd_text_is_only_text(client, earlier, text, opened):
     assert history[: len(earlier)] == earlier
     user = history[len(earlier)]
     assert user["role"] == "user"
-    shown = user["content"][0]["text"]
+    shown = as_typed(user["content"][0]["text"])  # escaped for the chat's Markdown, see demo.history.as_shown
     assert shown == "".join(ch for ch in text if ch == "\n" or ch >= " " and ch != "\x7f")
     assert not _files(history[len(earlier):], "assistant") and not _files(history[len(earlier):], "user")
     assert history[-1]["metadata"]["title"].startswith("Signal tokens: none")
