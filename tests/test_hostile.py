@@ -160,7 +160,8 @@ def test_exported_file_names_stay_inside_the_zip_folder(client, earlier, tmp_pat
     assert history[-1]["metadata"]["title"].startswith("Signal tokens")
     outside = tmp_path / "secret.png"
     outside.write_bytes(b"not for export")
-    forged = [{"role": "user", "content": {"path": p}} for p in (str(outside), "/etc/passwd.png", "../../../etc/hostname.png")]
+    forged = [{"role": "user", "content": {"path": p}}
+              for p in (str(outside), "/etc/passwd.png", "../../../etc/hostname.png")]
     allowed = [Path(p).parent.resolve() for p in _files(history, "user")]
     zip_path = export_zip(history + forged, str(tmp_path / "export"), allowed)
     with zipfile.ZipFile(zip_path) as z:
