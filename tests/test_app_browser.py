@@ -326,14 +326,15 @@ SCRIPTS = ['<img src=x onerror="window.pwned=1;alert(1)">', "<script>window.pwne
 def test_html_and_script_in_a_message_are_shown_as_text(page, size):
     new_chat(page)
     dialogs = []
-    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    text = " ".join(SCRIPTS)
-    send(page, text, output="Text only")
+    record = lambda d: (dialogs.append(d.message), d.dismiss())  # noqa: E731
+    page.on("dialog", record)
+    send(page, " ".join(SCRIPTS), output="Text only")
     wait_idle(page)
     chat = page.locator("#chatbot")
     for link in chat.locator("a").all():
         link.click(no_wait_after=True)  # a javascript: link would run here
     time.sleep(0.5)
+    page.remove_listener("dialog", record)
     injected = "#chatbot img[src=x], #chatbot script, #chatbot iframe, #chatbot a[href^='javascript']"
     assert (dialogs, page.evaluate("window.pwned"), chat.locator(injected).count()) == ([], None, 0)
     user = chat.locator(".user-row").first.inner_text()
