@@ -1,7 +1,6 @@
 """Launch the NExT-GPT chat: `python app.py [--model M] [--host H] [--port P]` (or NEXTGPT_* variables)."""
 
 import os
-import threading
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -22,16 +21,18 @@ def main() -> None:
     from nextgpt.serve import ChatService
 
     settings = AppSettings.from_args()
+    # The page is served first, drawn from the model's config alone; the model (torch, transformers, the weights)
+    # loads behind it and warms up. A turn that comes sooner waits for what it needs.
+    service = ChatService.later(settings.model, limits=settings.limits(), **settings.model_kwargs())
+    demo = build_demo(service, settings)
+    demo.launch(server_name=settings.host, server_port=settings.port, max_file_size=f"{settings.max_file_mb}mb",
+                show_error=True, prevent_thread_lock=True)
     if settings.threads > 0:
         import torch
 
         torch.set_num_threads(settings.threads)
-    # The model wrapper: built once per process and handed to the UI.
-    service = ChatService.from_pretrained(settings.model, limits=settings.limits(), **settings.model_kwargs())
-    demo = build_demo(service, settings)
-    threading.Thread(target=service.warm_up, daemon=True).start()  # decoders load while the page opens
-    demo.launch(server_name=settings.host, server_port=settings.port, max_file_size=f"{settings.max_file_mb}mb",
-                show_error=True)
+    service.load()
+    demo.block_thread()
 
 
 if __name__ == "__main__":

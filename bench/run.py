@@ -1,6 +1,6 @@
 """Benchmarks: where the time of one turn goes, what the wrapper and the app cost, and how cost grows.
 
-    python -m bench.run [--model nano] [--repeat 5] [--json bench/results.json] [--skip app,cold]
+    python -m bench.run [--model nano] [--repeat 5] [--json bench/results.json] [--skip app,cold] [--baseline M]
     python -m bench.run --compare OLD.json NEW.json     # ratios NEW / OLD, to judge a change on one machine
 
 Every figure is the median of `--repeat` runs (after one warm-up). Nothing here is asserted: targets (wrapper
@@ -59,10 +59,20 @@ def _turn(model, text="Show me a picture.", media=()):
     return [Message("user", [*[Media(m, str(p)) for m, p in media], text])]
 
 
+def first_word(model, messages) -> float:
+    """Seconds from the `chat` call to its first streamed text, for a text answer."""
+    from nextgpt.events import TextDelta
+
+    start = time.perf_counter()
+    for event in model.chat(messages, seed=0, output="text"):
+        if isinstance(event, TextDelta):
+            return time.perf_counter() - start
+    raise RuntimeError("the answer had no text")
+
+
 def stages(model, repeat: int, tmp: Path) -> dict:
     """Each stage of one any-to-any turn, measured on its own."""
     from nextgpt.conversation import build_prompt
-    from nextgpt.generation import TextDelta
     from nextgpt.media import Media, preprocess
     from nextgpt.render import write_media
 
@@ -80,12 +90,8 @@ def stages(model, repeat: int, tmp: Path) -> dict:
     with torch.inference_mode():
         out["prefill"] = timed(lambda: model.llm(inputs_embeds=prompt), repeat)
 
-    def first_token():
-        for event in model.chat(messages, seed=0, output="text"):
-            if isinstance(event, TextDelta):
-                break
-
-    out["time to first text token"] = timed(first_token, repeat)
+    out["time to first word, text turn"] = timed(lambda: first_word(model, _turn(model, "What can you do?")), repeat)
+    out["time to first word, after an image"] = timed(lambda: first_word(model, messages), repeat)
     n = 64
     gen_time = timed(lambda: model.generate(messages, seed=0, output="text", max_new_tokens=n, decode_media=False),
                      repeat)
@@ -180,6 +186,17 @@ def app_overhead(model, repeat: int, tmp: Path, model_name: str = DEFAULT_MODEL)
                 http.get(url).raise_for_status()
 
         t = times_together({"app": app_turn, "library": library}, 3 * repeat)
+
+        def first_word_via_app() -> float:
+            start = time.perf_counter()
+            job = client.submit({"text": "What can you do?", "files": []}, [], "text", 0, api_name="/chat")
+            seconds = None
+            for history, _ in job:
+                if seconds is None and history and history[-1]["role"] == "assistant" and _text(history[-1]):
+                    seconds = time.perf_counter() - start
+            return seconds
+
+        first = timed(first_word_via_app, repeat)
     lib = statistics.median(t["library"])
     overhead = statistics.median(a - b for a, b in zip(t["app"], t["library"]))
     with _server(["-m", "bench.run", "--serve-idle"]) as (url, _):
@@ -188,7 +205,14 @@ def app_overhead(model, repeat: int, tmp: Path, model_name: str = DEFAULT_MODEL)
     return {"app turn via gradio_client (s)": statistics.median(t["app"]), "library turn, no server (s)": lib,
             "app turn less library turn, per pair (s)": overhead, "files fetched per app turn": len(fetched[-1]),
             "app ratio": 1 + overhead / lib, "gradio + client, idle answer as long (s)": floor,
-            "app ratio less gradio + client": 1 + (overhead - floor) / lib}
+            "app ratio less gradio + client": 1 + (overhead - floor) / lib,
+            "time to first word via the app (s)": first}
+
+
+def _text(message: dict) -> str:
+    content = message["content"]
+    parts = content if isinstance(content, list) else [content]
+    return "".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in parts).strip()
 
 
 def _file_urls(history: list[dict]) -> list[str]:
@@ -269,9 +293,19 @@ def _free_port() -> int:
 
 
 def cold_start(model_name: str) -> dict:
-    """`python app.py` to a page that answers, and the peak RSS of one full any-to-any turn in a fresh process."""
-    with _server(["app.py", "--model", model_name], must_start=False) as (_, ready):
-        pass
+    """`python app.py` to a page that answers, to its first text answer and then its first image (the model loads
+    behind the page: those turns wait for it), and the peak RSS of one full any-to-any turn in a fresh process."""
+    from gradio_client import Client
+
+    start = time.perf_counter()
+    with _server(["app.py", "--model", model_name], must_start=False) as (url, ready):
+        answered = drawn = None
+        if ready is not None:
+            client = Client(url, verbose=False, download_files=False)
+            client.predict({"text": "What can you do?", "files": []}, [], "text", 0, api_name="/chat")
+            answered = time.perf_counter() - start
+            client.predict({"text": "Show me a picture.", "files": []}, [], "image", 0, api_name="/chat")
+            drawn = time.perf_counter() - start
     code = (
         "import resource, sys\n"
         "from nextgpt.model import NextGPT\nfrom nextgpt import Media, Message\n"
@@ -282,7 +316,8 @@ def cold_start(model_name: str) -> dict:
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
     )
     rss = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    return {"python app.py to a ready page (s)": ready,
+    return {"python app.py to a ready page (s)": ready, "python app.py to its first text answer (s)": answered,
+            "python app.py to its first image answer (s)": drawn,
             "peak RSS of any-to-any turns (MB)": int(rss.stdout.strip().splitlines()[-1]) / 1024}
 
 
@@ -308,22 +343,46 @@ def growth(model, repeat: int, tmp: Path) -> dict:
     return out
 
 
-SECTIONS = {"stages": stages, "wrapper": wrapper_overhead, "app": app_overhead, "caching": decoder_caching,
+# Each kind of turn as a person asks for it: the words, and the Output choice.
+TURNS = {"text": ("What can you do?", "text"), "image": ("Show me a picture.", "image"),
+         "video": ("Make a video of it moving.", "video"), "audio": ("Play me a sound.", "audio")}
+
+
+def turns(model, repeat: int, tmp: Path, baseline=None) -> dict:
+    """Each kind of turn (text, or text plus one medium at the model's default settings) from the call to the
+    written file; with `baseline` (another model, e.g. the same weights at other decoder settings) its turns too, run
+    in turn with these, so that the machine's drift touches both alike."""
+    fns = {}
+    for prefix, m in (("", model), ("baseline: ", baseline)):
+        for kind, (text, output) in TURNS.items():
+            if m is not None:
+                fns[f"{prefix}{kind} turn (s)"] = lambda m=m, text=text, output=output: m.generate(
+                    _turn(m, text), seed=0, output=output, out_dir=tmp)
+    return timed_together(fns, repeat)
+
+
+SECTIONS = {"turns": turns, "stages": stages, "wrapper": wrapper_overhead, "app": app_overhead, "caching": decoder_caching,
             "growth": growth}
 
 
-def run(model_name: str, repeat: int, skip: set[str]) -> dict:
+def run(model_name: str, repeat: int, skip: set[str], baseline: str | None = None) -> dict:
     from nextgpt.model import NextGPT
 
     torch.manual_seed(0)
     model = NextGPT.from_pretrained(model_name)
-    results = {"model": model_name, "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
+    results = {"model": model_name, "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+               "first turn after loading: time to first word": first_word(model, _turn(model, "What can you do?"))}
     with tempfile.TemporaryDirectory() as tmp:
         for name, fn in SECTIONS.items():
             if name in skip:
                 continue
             args = (model, repeat) if name == "caching" else (model, repeat, Path(tmp))
-            results[name] = fn(*args, model_name=model_name) if name == "app" else fn(*args)
+            if name == "app":
+                results[name] = fn(*args, model_name=model_name)
+            elif name == "turns" and baseline:
+                results[name] = fn(*args, baseline=NextGPT.from_pretrained(baseline))
+            else:
+                results[name] = fn(*args)
             print(format_section(name, results[name]), flush=True)
     if "cold" not in skip:
         results["cold"] = cold_start(model_name)
@@ -364,6 +423,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads, as the app sets them (0: torch's default)")
     p.add_argument("--skip", default="", help="comma-separated sections: " + ",".join([*SECTIONS, "cold"]))
     p.add_argument("--json", help="write the results here")
+    p.add_argument("--baseline", help="a model whose turns are timed in turn with the model's (the turns section)")
     p.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"))
     p.add_argument("--serve-idle", action="store_true", help=argparse.SUPPRESS)  # the app section's floor server
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -377,7 +437,7 @@ def main(argv=None) -> int:
         return 0
     if a.threads > 0:
         torch.set_num_threads(a.threads)
-    results = run(a.model, a.repeat, {s for s in a.skip.split(",") if s})
+    results = run(a.model, a.repeat, {s for s in a.skip.split(",") if s}, a.baseline)
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=2))
     return 0

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nextgpt.generation import ChatResult, MediaFailed, MediaProgress, MediaReady, SignalDetected, TextDelta
+from nextgpt.events import ChatResult, MediaFailed, MediaProgress, MediaReady, SignalDetected, TextDelta
 
 from .history import as_shown, content_parts, is_note
 

@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 import gradio as gr
 
-from nextgpt.generation import ChatResult, MediaFailed, MediaProgress, MediaReady
+from nextgpt.events import ChatResult, MediaFailed, MediaProgress, MediaReady, TextDelta
 from nextgpt.media import SUFFIXES, MediaError
 from nextgpt.serve import ChatService, TurnOptions
 
@@ -175,15 +175,18 @@ def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
         answer = Answer()
         events = service.turn(messages, user, turn_options(output, values), outputs_dir)
         shown = time.monotonic()  # the echo above
+        words = False  # whether the answer's first words have been shown
         _poll_every(demo, settings.queue_poll_busy_s)  # see AppSettings.queue_poll_s
         try:
             for event in events:
                 answer.apply(event)
                 # Each yield is a render, a diff and a message to every browser: at most one update per stream
-                # interval, except that a decoder's start and a media item's end show at once.
+                # interval, except that the first words, a decoder's start and a media item's end show at once.
                 now = time.monotonic()
                 at_once = isinstance(event, (MediaReady, MediaFailed)) or (
-                    isinstance(event, MediaProgress) and event.step == 0)
+                    isinstance(event, MediaProgress) and event.step == 0) or (
+                    isinstance(event, TextDelta) and not words)
+                words = words or isinstance(event, TextDelta)
                 if isinstance(event, ChatResult) or (not at_once and now - shown < settings.stream_interval_s):
                     continue  # (the result is the last event: the final update below shows it)
                 if isinstance(event, (MediaReady, MediaFailed)) and not answer.pending:

@@ -42,7 +42,7 @@ def _read_checkpoint(path: str):
 
 
 def _chat(args) -> int:
-    from .generation import ChatResult, MediaFailed, MediaReady, TextDelta
+    from .events import ChatResult, MediaFailed, MediaReady, TextDelta
     from .media import MediaError
     from .model import NextGPT
 

@@ -290,3 +290,15 @@ def get_preset(name: str) -> NextGPTConfig:
     if name not in PRESETS:
         raise KeyError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name]()
+
+
+def locate(name_or_path: str) -> tuple[NextGPTConfig, Path | None]:
+    """The config of a shipped model (`nano`), a model folder or a preset, and the folder its paths are relative to
+    (None for a preset)."""
+    path = SHIPPED.get(name_or_path, Path(name_or_path))
+    if (path / "config.json").exists():
+        return NextGPTConfig.load(path / "config.json"), path
+    if name_or_path in PRESETS:
+        return get_preset(name_or_path), None
+    raise FileNotFoundError(f"{name_or_path!r} is neither a model folder, nor a shipped model "
+                            f"({', '.join(SHIPPED)}), nor a preset ({', '.join(PRESETS)})")

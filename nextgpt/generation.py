@@ -1,4 +1,4 @@
-"""Generation pieces for transformers' `generate`: a logits processor for signal runs, stopping, streaming events.
+"""Generation pieces for transformers' `generate`: a logits processor for signal runs, stopping, streaming.
 
 The released code asserted on partial signal runs (upstream NExT-GPT #46, #66) and let stray signal tokens into the
 text (upstream NExT-GPT #68). Here a run, once started, is always completed, signal tokens never appear outside a
@@ -10,8 +10,7 @@ from __future__ import annotations
 import queue
 import secrets
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from transformers import LogitsProcessor, StoppingCriteria
@@ -30,53 +29,6 @@ def decoder_seed(turn_seed: int, index: int) -> int:
     """The seed of a turn's `index`-th medium of one modality, derived from the turn's one seed: the first uses the
     turn's seed itself, a second of the same modality the next one, so two images of one answer differ."""
     return (int(turn_seed) + index) % SEED_RANGE
-
-
-# --- events streamed by NextGPT.chat ----------------------------------------------------------------------------
-
-
-@dataclass
-class TextDelta:
-    text: str
-
-
-@dataclass
-class SignalDetected:
-    modality: str
-    tokens: list[str]
-    text_offset: int = 0  # where in the answer's text the run stands, so a UI can place the media there
-
-
-@dataclass
-class MediaProgress:
-    modality: str
-    step: int
-    total: int
-
-
-@dataclass
-class MediaReady:
-    modality: str
-    path: str
-    info: dict[str, Any] = field(default_factory=dict)
-    text_offset: int = 0
-
-
-@dataclass
-class MediaFailed:
-    modality: str
-    message: str
-    text_offset: int = 0
-
-
-@dataclass
-class ChatResult:
-    """The whole answer: what the last event of `chat` carries."""
-
-    text: str
-    media: list[MediaReady] = field(default_factory=list)
-    signal_tokens: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
 
 
 # --- signal runs -----------------------------------------------------------------------------------------------

@@ -21,11 +21,14 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from nextgpt.config import MODALITIES
+
+if TYPE_CHECKING:  # torch is imported where it is used: the app serves its page before torch is loaded
+    import torch
 
 __all__ = [
     "MODALITIES", "Media", "MediaError", "MediaLimits", "check_file", "content_hash",
@@ -145,6 +148,8 @@ def content_hash(path) -> str:
 
 
 def _normalize_clip(x: torch.Tensor, channel_dim: int) -> torch.Tensor:
+    import torch
+
     shape = [1] * x.ndim
     shape[channel_dim] = 3
     mean = torch.tensor(CLIP_MEAN, dtype=x.dtype).view(shape)
@@ -167,6 +172,7 @@ def _clip_spans(duration: float, clip_s: int, n_clips: int) -> list[tuple[Fracti
 
 def load_image(path, limits: MediaLimits | None = None) -> torch.Tensor:
     """Image file -> (3, 224, 224) float32, exactly as torchvision Resize(224, BICUBIC) + CenterCrop + Normalize."""
+    import torch
     from PIL import Image
 
     limits = limits or MediaLimits()
@@ -285,6 +291,8 @@ def load_audio(path, limits: MediaLimits | None = None) -> torch.Tensor:
 
 def _audio_clips(name: str, data: np.ndarray, sr: int) -> torch.Tensor:
     """(samples, channels) float32 -> the three log-mel clips."""
+    import torch
+
     if data.shape[0] == 0:
         raise MediaError(f"{name}: audio has no samples")
     # kaldi.fbank uses channel 0 (channel=-1 -> 0). data.py first subtracts the mean over *all* channels of the
@@ -362,6 +370,8 @@ def _probe_video(path: str, name: str, limits: MediaLimits) -> None:
 
 def _short_side_scale(x: torch.Tensor, size: int) -> torch.Tensor:
     """pytorchvideo ShortSideScale on (C, T, H, W): long side floored, bilinear, align_corners=False."""
+    import torch
+
     _, _, h, w = x.shape
     if w < h:
         new_h, new_w = int(math.floor(h / w * size)), size
@@ -384,6 +394,7 @@ def _uniform_crop(x: torch.Tensor, size: int, idx: int) -> torch.Tensor:
 
 def load_video(path, limits: MediaLimits | None = None) -> torch.Tensor:
     """Video file -> (15, 3, 2, 224, 224) float32, as ImageBind's load_and_transform_video_data."""
+    import torch
     from moviepy import VideoFileClip
 
     limits = limits or MediaLimits()

@@ -20,20 +20,15 @@ from transformers import LogitsProcessorList, StoppingCriteriaList
 from transformers.generation.stopping_criteria import StopStringCriteria
 
 from . import checkpoint as ckpt
-from .config import MODALITIES, PRESETS, SHIPPED, NextGPTConfig, get_preset
+from .config import MODALITIES, NextGPTConfig, locate
 from .conversation import MEDIA_SLOT, MediaSegment, Message, Segment, TextSegment, build_prompt
 from .decoders import DecoderError, Decoders
 from .encoder import Encoder
+from .events import ChatResult, MediaFailed, MediaProgress, MediaReady, SignalDetected, TextDelta
 from .generation import (
     STOP,
     CancelCriteria,
-    ChatResult,
-    MediaFailed,
-    MediaProgress,
-    MediaReady,
-    SignalDetected,
     SignalRunLogitsProcessor,
-    TextDelta,
     TokenQueueStreamer,
     decoder_seed,
     find_runs,
@@ -181,14 +176,7 @@ class NextGPT(nn.Module):
         weights at local folders or files (e.g. Vicuna-7B v0 and imagebind_huge.pth for the release).
         """
         overrides = {k: kwargs.pop(k) for k in ("llm", "encoder", "tokenizer") if k in kwargs}
-        path = SHIPPED.get(name_or_path, Path(name_or_path))
-        if (path / "config.json").exists():
-            config, root = NextGPTConfig.load(path / "config.json"), path
-        elif name_or_path in PRESETS:
-            config, root = get_preset(name_or_path), None
-        else:
-            raise FileNotFoundError(f"{name_or_path!r} is neither a model folder, nor a shipped model "
-                                    f"({', '.join(SHIPPED)}), nor a preset ({', '.join(PRESETS)})")
+        config, root = locate(name_or_path)
         if "llm" in overrides:
             config.llm.pretrained = overrides["llm"]
         if "tokenizer" in overrides:

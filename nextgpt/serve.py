@@ -8,6 +8,7 @@ conversation and a `TurnOptions`.
 from __future__ import annotations
 
 import ctypes
+import sys
 import threading
 import unicodedata
 from dataclasses import dataclass
@@ -73,8 +74,16 @@ def _int(value) -> int | None:
 
 
 class ChatService:
-    def __init__(self, model, limits: ServiceLimits | None = None):
-        self.model = model
+    def __init__(self, model=None, limits: ServiceLimits | None = None, *, config=None):
+        """A service over `model`, or, with `config` alone, one whose model `load` builds later: the config is all
+        a UI needs to be drawn, and a turn that comes before the model waits for it."""
+        self._model = model
+        self._config = config
+        self._ready = threading.Event()
+        self._failure: BaseException | None = None
+        self._pending: tuple[str, dict] | None = None
+        if model is not None:
+            self._ready.set()
         self.limits = limits or ServiceLimits(MediaLimits())
         self._libc = _glibc()
 
@@ -84,14 +93,63 @@ class ChatService:
 
         return cls(NextGPT.from_pretrained(name_or_path, **kwargs), limits)
 
+    @classmethod
+    def later(cls, name_or_path: str, limits: ServiceLimits | None = None, **kwargs) -> "ChatService":
+        """`from_pretrained` with the model built by `load()`, when the caller chooses (the app: after its page is
+        served); only the config is read now, which imports neither torch nor the model's libraries."""
+        from .config import locate
+
+        service = cls(None, limits, config=locate(name_or_path)[0])
+        service._pending = (name_or_path, kwargs)
+        return service
+
+    def load(self) -> None:
+        """Build the model `later` deferred (turns waiting for it go on), then warm it up."""
+        if self._pending is not None:
+            name_or_path, kwargs = self._pending
+            try:
+                from .model import NextGPT
+
+                self._model = NextGPT.from_pretrained(name_or_path, **kwargs)
+            except BaseException as e:  # every waiting turn, and every later one, says why
+                self._failure = e
+                raise
+            finally:
+                self._ready.set()
+                self._pending = None
+        self.warm_up()
+
+    @property
+    def model(self):
+        """The model, once built (waits while `load` builds it)."""
+        self._ready.wait()
+        if self._failure is not None:
+            raise RuntimeError(f"the model could not be loaded: {self._failure}") from self._failure
+        return self._model
+
     @property
     def config(self):
-        return self.model.config
+        return self._model.config if self._model is not None else self._config
 
     def warm_up(self) -> None:
-        """Load the decoders now rather than on the first request that needs one."""
-        for modality in self.model.config.decoders:
-            self.model.decoders.get(modality)
+        """Pay each part's first-call costs before a person does: a short text answer, then each decoder, loaded
+        and run for one step (its first run takes about twice as long as later ones). A turn that needs a decoder
+        meanwhile waits for its load, then takes its turn."""
+        import torch
+
+        from .decoders import DecoderError
+
+        model = self.model
+        for _ in model.chat([Message("user", ["Hello."])], seed=0, output="text", max_new_tokens=4):
+            pass
+        for modality in model.config.decoders:
+            ids = model.signal_ids[modality]
+            with torch.inference_mode():
+                cond = model.project_signal(modality, torch.zeros(1, len(ids), model.config.llm.hidden_size), ids)
+            try:
+                model.decoders.decode(modality, cond, seed=0, num_inference_steps=1)
+            except DecoderError as e:  # the turns that need it will say so; the others work
+                print(f"warm-up: {e}", file=sys.stderr)
 
     def check_text(self, text: str) -> str:
         """Plain text within the limit; control characters other than newline and tab are dropped."""

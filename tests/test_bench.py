@@ -12,6 +12,11 @@ def test_overhead_sections_report_their_ratios(tiny_model, tmp_path):
     assert 0 < app["gradio + client, idle answer as long (s)"] < app["app turn via gradio_client (s)"]
     assert app["app ratio less gradio + client"] < app["app ratio"]
     assert app["files fetched per app turn"] == 1  # the image the turn asked for, fetched as a browser does
+    assert 0 < app["time to first word via the app (s)"] < app["app turn via gradio_client (s)"] + 1
+
+
+def test_time_to_first_word_is_measured_from_the_call(tiny_model):
+    assert 0 < bench.first_word(tiny_model, bench._turn(tiny_model, "What can you do?")) < 30
 
 
 def test_compare_prints_new_over_old(tmp_path, capsys):
@@ -52,3 +57,9 @@ def test_gpu_bench_decoders_have_the_published_sizes():
     assert (round(image["unet"], 2), round(image["vae"], 2), round(image["text_encoder"], 2)) == (859.52, 83.65, 123.06)
     assert round(video["unet"]) == 1411
     assert round(sum(audio.values())) == 975
+
+
+def test_turns_are_timed_beside_a_baselines(tiny_model, tmp_path):
+    times = bench.turns(tiny_model, 1, tmp_path, baseline=tiny_model)
+    assert set(times) == {f"{p}{k} turn (s)" for p in ("", "baseline: ") for k in bench.TURNS}
+    assert all(t > 0 for t in times.values())

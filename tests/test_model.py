@@ -13,7 +13,7 @@ from PIL import Image
 from nextgpt import checkpoint as ckpt
 from nextgpt.config import get_preset
 from nextgpt.conversation import MediaSegment, Message, TextSegment, build_prompt
-from nextgpt.generation import ChatResult, MediaProgress, MediaReady, SignalDetected, TextDelta
+from nextgpt.events import ChatResult, MediaProgress, MediaReady, SignalDetected, TextDelta
 from nextgpt.media import Media
 from nextgpt.model import NextGPT
 from official_layout import tiny_official_layout, write_official_checkpoint

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -63,3 +64,44 @@ def test_a_turn_continues_a_last_user_message():
     messages, options = service.seen[0]
     assert [m.content for m in messages] == [["Hi."], ["Hello."], ["A picture:", "Draw it."]]
     assert options["seed"] == 1 and options["out_dir"] is None
+
+
+def test_a_later_service_has_its_config_at_once_and_turns_wait_for_its_model():
+    """The app draws its page from the config, then loads the model: a turn that comes sooner waits for it."""
+    import threading
+
+    from nextgpt.config import get_preset
+    from nextgpt.events import ChatResult
+
+    service = ChatService.later("tiny")
+    assert service.config.name == get_preset("tiny").name
+    results = []
+    turn = threading.Thread(target=lambda: results.extend(service.turn([], Message("user", ["Hi."]),
+                                                                       TurnOptions(output="text", seed=0))))
+    turn.start()
+    turn.join(timeout=0.5)
+    assert turn.is_alive() and not results  # waiting for the model
+    service.load()  # builds the model, then warms it up (a text answer and one step of each decoder)
+    turn.join(timeout=60)
+    assert isinstance(results[-1], ChatResult)
+    assert all(service.model.decoders.is_loaded(m) for m in service.config.decoders)
+
+
+def test_a_later_service_says_why_its_model_did_not_load():
+    service = ChatService.later("tiny", checkpoint="/no/such/checkpoint.safetensors")
+    with pytest.raises(Exception):
+        service.load()
+    with pytest.raises(RuntimeError, match="the model could not be loaded"):
+        service.model
+
+
+def test_the_apps_page_imports_neither_torch_nor_the_model_libraries():
+    """What `python app.py` imports before it serves its page: the UI and the config, not torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys, demo, nextgpt.serve, nextgpt.events\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'diffusers', 'peft') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "[]"

@@ -139,7 +139,7 @@ def test_stage3_repeats_the_dialogues_of_named_tasks(tiny_world):
 def test_evaluation_scores_the_reference_answers_as_right(tiny_world):
     """A stand-in model that replays the reference answers (and their media) must score 100%."""
     from nextgpt.eval import evaluate_model
-    from nextgpt.generation import ChatResult, MediaReady
+    from nextgpt.events import ChatResult, MediaReady
 
     dialogues = {d["id"]: d for d in data.read_dialogues(tiny_world)}
     folders = {"image": "images", "video": "videos", "audio": "audios"}
@@ -166,7 +166,7 @@ def test_evaluation_scores_the_reference_answers_as_right(tiny_world):
 
 def test_evaluation_lists_each_wrong_turn_with_what_was_expected_and_read(tiny_world):
     from nextgpt.eval import evaluate_model
-    from nextgpt.generation import ChatResult
+    from nextgpt.events import ChatResult
 
     class Mute:  # answers every turn with a text that names nothing and makes nothing
         def generate(self, history, **kw):
