@@ -63,3 +63,25 @@ def test_turns_are_timed_beside_a_baselines(tiny_model, tmp_path):
     times = bench.turns(tiny_model, 1, tmp_path, baseline=tiny_model)
     assert set(times) == {f"{p}{k} turn (s)" for p in ("", "baseline: ") for k in bench.TURNS}
     assert all(t > 0 for t in times.values())
+
+
+def test_a_sampler_choice_is_saved_with_its_decoder(tmp_path):
+    """The decoder folder then loads with the chosen scheduler and steps, and the model's config has the steps."""
+    from bench import samplers
+    from nextgpt.config import get_preset
+    from nextgpt.nano import parts
+    from nextgpt.offline import build_tiny_pipeline
+
+    cfg = get_preset("tiny")
+    folder = tmp_path / "image_decoder"
+    build_tiny_pipeline("image", cfg.decoders["image"], cfg.output_projectors["image"].out_dim).save_pretrained(folder)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"decoders": {"image": {"num_inference_steps": 4}}}))
+    choice = {"scheduler": "DPMSolverMultistepScheduler", "guidance_scale": 3.0, "num_inference_steps": 2}
+    samplers.save_choice("image", folder, config, choice)
+    assert type(parts.load_pipeline("image", folder).scheduler).__name__ == "DPMSolverMultistepScheduler"
+    assert parts.inference_settings("image", folder) == {"guidance_scale": 3.0, "num_inference_steps": 2}
+    assert json.loads(config.read_text())["decoders"]["image"]["num_inference_steps"] == 2
+    base = {"colour": 0.9, "shape": 1.0, "position": 1.0, "all": 0.9}
+    assert samplers.holds({**base, "colour": 0.89}, base, "image", 0.02)
+    assert not samplers.holds({**base, "shape": 0.95}, base, "image", 0.02)
