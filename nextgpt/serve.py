@@ -88,15 +88,10 @@ class ChatService:
         self._libc = _glibc()
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, limits: ServiceLimits | None = None, **kwargs) -> "ChatService":
-        from .model import NextGPT
-
-        return cls(NextGPT.from_pretrained(name_or_path, **kwargs), limits)
-
-    @classmethod
     def later(cls, name_or_path: str, limits: ServiceLimits | None = None, **kwargs) -> "ChatService":
-        """`from_pretrained` with the model built by `load()`, when the caller chooses (the app: after its page is
-        served); only the config is read now, which imports neither torch nor the model's libraries."""
+        """A service over `NextGPT.from_pretrained(name_or_path, **kwargs)`, built by `load()` when the caller
+        chooses (the app: after its page is served); only the config is read now, which imports neither torch nor
+        the model's libraries."""
         from .config import locate
 
         service = cls(None, limits, config=locate(name_or_path)[0])
