@@ -361,8 +361,8 @@ def turns(model, repeat: int, tmp: Path, baseline=None) -> dict:
     return timed_together(fns, repeat)
 
 
-SECTIONS = {"turns": turns, "stages": stages, "wrapper": wrapper_overhead, "app": app_overhead, "caching": decoder_caching,
-            "growth": growth}
+SECTIONS = {"turns": turns, "stages": stages, "wrapper": wrapper_overhead, "app": app_overhead,
+            "caching": decoder_caching, "growth": growth}
 
 
 def run(model_name: str, repeat: int, skip: set[str], baseline: str | None = None) -> dict:
