@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from nextgpt import model as model_module
+from nextgpt import config as config_module
 from nextgpt.conversation import Message
 from nextgpt.encoder import Encoder
 from nextgpt.media import Media
@@ -31,7 +31,7 @@ def release(vicuna, tmp_path_factory):
     encoder = Encoder.from_config(config.encoder).save_pretrained(tmp / "imagebind").parent
     trained = write_official_checkpoint(tmp / "pytorch_model.pt", tiny_official_layout(config))
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(model_module, "get_preset", lambda name: reduced_7b())
+        mp.setattr(config_module, "get_preset", lambda name: reduced_7b())
         model = NextGPT.from_pretrained("nextgpt-7b-tiva-v0", llm=str(vicuna), encoder=str(encoder),
                                         tokenizer=str(vicuna), checkpoint=str(tmp / "pytorch_model.pt"),
                                         device="cpu", dtype=torch.float32)
