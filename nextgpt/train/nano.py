@@ -1,6 +1,6 @@
 """NExT-GPT nano from nothing, one command: `python -m nextgpt.train.nano [PART ...] [-- ARGS]`.
 
-    python -m nextgpt.train.nano all          # world, the five frozen parts, then NExT-GPT's three stages
+    python -m nextgpt.train.nano all          # world, the five frozen parts, then NExT-GPT's stages
     python -m nextgpt.train.nano video        # one part (its own script's defaults)
     python -m nextgpt.train.nano llm -- --max-minutes 30   # arguments after `--` go to that part's script
 
@@ -14,8 +14,9 @@ explains its recipe):
     video    python -m nextgpt.train.nano_video        Zeroscope-nano
     audio    python -m nextgpt.train.nano_audio        AudioLDM-nano
     world8k  python -m nextgpt.nano.world data/nano-world-8k --seed 0 --dialogues 8000 --questions 12000
+    samplers python -m bench.samplers --world data/nano-world-8k --save   each decoder's faster sampler
     talk     python -m nextgpt.nano.talk data/nano-world-8k --seed 0     free wording, conversations, edges
-    model    python -m nextgpt.train.nano_model        stages 1-4 on the parts above -> assets/nano
+    model    python -m nextgpt.train.nano_model        stages 1-5 on the parts above -> assets/nano
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ PARTS = {
     "audio": ("nextgpt.train.nano_audio", []),
     "world8k": ("nextgpt.nano.world", ["data/nano-world-8k", "--seed", "0", "--dialogues", "8000",
                                        "--questions", "12000"]),
+    "samplers": ("bench.samplers", ["--world", "data/nano-world-8k", "--save"]),
     "talk": ("nextgpt.nano.talk", ["data/nano-world-8k", "--seed", "0"]),
     "model": ("nextgpt.train.nano_model", []),
 }
