@@ -45,8 +45,8 @@ def examples(model_name: str = "") -> list[Example]:
             Example("Text → sound", "Play a beeping yellow tone."),
             Example("Image → text", "What is in this picture?", (_f("nano_green_triangle.png"),)),
             Example("Sound → text", "What colour does this sound belong to?", (_f("nano_cyan_beeping.wav"),)),
-            Example("Video → text", "What happens in this video?", (_f("nano_purple_star_left.mp4"),)),
-            Example("Image → sound", "Make a steady sound for this picture.", (_f("nano_green_triangle.png"),)),
+            Example("Video → text", "What is in this video?", (_f("nano_purple_star_left.mp4"),)),
+            Example("Image → sound", "Make a beeping sound for this picture.", (_f("nano_green_triangle.png"),)),
         ]
     return [
         Example("Text → image", "Show me a picture of a small bird sitting on a branch.", output="image"),

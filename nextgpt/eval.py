@@ -286,9 +286,9 @@ GRID_PROMPTS = (
     ("Can you animate a green triangle moving to the right?", None),
     ("Play a beeping yellow tone.", None),
     ("What is in this picture?", "nano_green_triangle.png"),
-    ("What happens in this video?", "nano_purple_star_left.mp4"),
+    ("What is in this video?", "nano_purple_star_left.mp4"),
     ("What colour does this sound belong to?", "nano_cyan_beeping.wav"),
-    ("Make a steady sound for this picture.", "nano_green_triangle.png"),
+    ("Make a beeping sound for this picture.", "nano_green_triangle.png"),
     ("Show this shape moving down.", "nano_green_triangle.png"),
 )
 
