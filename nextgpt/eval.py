@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import tempfile
 import time
 from collections import defaultdict
@@ -156,12 +157,22 @@ TALK_MOVES = {
 }
 
 
+def _reference(turn: dict, folders: dict[str, Path]) -> Message:
+    """A dialogue's reference turn as a message: a user's media before the text, the assistant's after it."""
+    media = [Media(m["modality"], str(folders[m["modality"]] / m["name"])) for m in turn["media"]]
+    if turn["from"] == "human":
+        return Message("user", [*media, turn["value"]])
+    return Message("assistant", [turn["value"], *media])
+
+
 def evaluate_talk(model, world: str | Path, split: str = "test", limit: int | None = None, seed: int = 0,
-                  log=print) -> dict:
+                  log=print, after: int = 0) -> dict:
     """The talk dialogues turn by turn, as `evaluate_model` runs the world's; each gpt turn is scored by its kind:
     media (routing, every attribute read by the oracles, and the text naming only what the media show), answer
     (no media; the asked attributes named right, of the upload or of what the model itself made), capability and
-    upload (no media, and the text says what the model can do / that the upload is not from its world)."""
+    upload (no media, and the text says what the model can do / that the upload is not from its world).
+    `after` > 0 starts each dialogue after the first exchanges of that many other dialogues of the split (their
+    reference text and media): a new topic after unrelated turns, as in a long chat."""
     from .nano import oracles, talk
 
     world = Path(world)
@@ -170,15 +181,16 @@ def evaluate_talk(model, world: str | Path, split: str = "test", limit: int | No
     rows: dict[str, list[float]] = defaultdict(list)
     routing: dict[str, list[float]] = defaultdict(list)
     failures = []
+    others = random.Random(seed)
     for n, d in enumerate(dialogues):
         attrs = {it[f"{m}_name"]: it.get("attributes") for m in MODALITIES for it in d.get(f"{m}_list", [])}
         phrasing = "held-out" if d.get("phrasing") == "held_out" else "in"
-        history: list[Message] = []
+        earlier = others.sample([o for o in dialogues if o is not d], after)
+        history = [_reference(t, folders) for o in earlier for t in o["conversation"][:2]]
         generated: dict[str, str] = {}  # a reference item's name -> the file the model made in its place
         for k, turn in enumerate(d["conversation"]):
             if turn["from"] == "human":
-                parts = [Media(m["modality"], str(folders[m["modality"]] / m["name"])) for m in turn["media"]]
-                history.append(Message("user", [*parts, turn["value"]]))
+                history.append(_reference(turn, folders))
                 continue
             result = model.generate(history, seed=seed, output="auto")
             made = {x.modality: x.path for x in result.media}
@@ -372,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--split", default="test")
     t.add_argument("--limit", type=int, help="the first N dialogues")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--after", type=int, default=0, help="start each dialogue after N unrelated exchanges")
     t.add_argument("--json", action="store_true")
     parts = sub.add_parser("parts", help="the frozen nano parts")
     parts.add_argument("--folder", default="assets/nano")
@@ -393,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         from .model import NextGPT
 
         r = evaluate_talk(NextGPT.from_pretrained(a.model), a.world, a.split, a.limit, a.seed,
-                          log=None if a.json else print)
+                          log=None if a.json else print, after=a.after)
         print(json.dumps(r, indent=2) if a.json else format_talk_table(r))
     elif a.what == "model":
         from .model import NextGPT

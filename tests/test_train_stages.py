@@ -233,3 +233,34 @@ def test_feature_store_is_shared_by_the_same_decoders_in_another_folder(nano_mod
     config = tmp_path / "audio" / "text_encoder" / "config.json"
     config.write_text(config.read_text() + " ")
     assert FeatureStore.fingerprint(model(copies)) != FeatureStore.fingerprint(nano_model)
+
+
+def test_talk_evaluation_can_start_each_dialogue_after_unrelated_exchanges(tmp_path):
+    from nextgpt.eval import evaluate_talk
+    from nextgpt.events import ChatResult
+
+    def dialogue(i):  # a text-only exchange outside the world, as nextgpt.nano.talk writes them
+        return {"id": f"talk_{i}", "phrasing": "in", "conversation": [
+            {"from": "human", "value": f"question {i}", "media": []},
+            {"from": "gpt", "value": f"answer {i}", "media": [], "kind": "capability", "move": "outside"}]}
+
+    (tmp_path / "test").mkdir()
+    (tmp_path / "test" / "talk.json").write_text(json.dumps([dialogue(i) for i in range(5)]))
+
+    class Recorder:  # remembers what it was shown before each answer
+        def __init__(self):
+            self.seen = []
+
+        def generate(self, history, **kw):
+            self.seen.append([m.text for m in history])
+            return ChatResult(text="Hello.")
+
+    plain, later = Recorder(), Recorder()
+    evaluate_talk(plain, tmp_path, limit=3, log=None)
+    r = evaluate_talk(later, tmp_path, limit=3, log=None, after=2)
+    assert plain.seen == [["question 0"], ["question 1"], ["question 2"]]
+    for i, seen in enumerate(later.seen):
+        others = {int(t.split()[1]) for t in seen[:4]}
+        assert len(others) == 2 and i not in others and seen[:4:2] != seen[1:4:2]
+        assert seen[4:] == [f"question {i}"]  # then the dialogue itself, scored alone
+    assert r["rows"]["outside [in]"]["turns"] == 3
