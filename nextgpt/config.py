@@ -89,6 +89,7 @@ class DecoderConfig:
     pretrained: str | None = None  # hub id or folder; None = a random tiny pipeline (tests)
     guidance_scale: float = 7.5
     num_inference_steps: int = 50
+    guidance_fraction: float = 1.0  # classifier-free guidance on this first share of the steps; the rest unguided
     height: int = 512
     width: int = 512
     num_frames: int = 24  # video

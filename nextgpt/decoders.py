@@ -8,8 +8,10 @@ lazily, once per modality, and kept: loading them per request is what made the o
 
 from __future__ import annotations
 
+import math
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -42,6 +44,47 @@ def _pipeline_class(modality: str):
     if modality not in names:
         raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITIES}")
     return getattr(diffusers, names[modality])
+
+
+@contextmanager
+def guidance_on_first(pipe, steps: int, guidance_scale: float, guidance_fraction: float):
+    """A pipeline's classifier-free guidance on the first `guidance_fraction` of the steps only (one UNet call
+    per step, as for the multistep solvers we ship). Each later call runs the conditional half of the pipeline's
+    [unconditional, conditional] batch and returns its prediction for both halves, which the pipeline's guidance
+    formula leaves as it is: the last steps refine detail that guidance hardly changes, at half the cost."""
+    if guidance_scale <= 1.0 or guidance_fraction >= 1.0:  # unguided, or guided throughout: nothing to change
+        yield
+        return
+    guided = max(1, math.ceil(guidance_fraction * steps))
+    calls, halved = 0, False
+
+    def before(_module, args, kwargs):
+        nonlocal calls, halved
+        calls += 1
+        halved = calls > guided and args[0].shape[0] % 2 == 0
+        if not halved:
+            return None
+        half = args[0].shape[0] // 2
+
+        def cut(x):
+            return x[half:] if torch.is_tensor(x) and x.ndim and x.shape[0] == 2 * half else x
+
+        return tuple(cut(a) for a in args), {k: cut(v) for k, v in kwargs.items()}
+
+    def after(_module, _args, output):
+        if not halved:
+            return None
+        if isinstance(output, tuple):
+            return (torch.cat([output[0], output[0]]), *output[1:])
+        return type(output)(sample=torch.cat([output.sample, output.sample]))
+
+    unet = pipe.unet
+    handles = [unet.register_forward_pre_hook(before, with_kwargs=True), unet.register_forward_hook(after)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 # --- the decoders ----------------------------------------------------------------------------------------------
@@ -173,8 +216,9 @@ class Decoders:
                 # negative_prompt_embeds=None: the pipeline encodes "" itself (AudioLDM L2-normalises its CLAP one).
                 common = dict(prompt_embeds=embeds, negative_prompt_embeds=None, guidance_scale=guidance,
                               num_inference_steps=steps, generator=generator)
-                media = self._run(modality, pipe, cfg, common, on_step, info,
-                                  height=height, width=width, num_frames=num_frames, audio_length_s=audio_length_s)
+                with guidance_on_first(pipe, steps, guidance, cfg.guidance_fraction):
+                    media = self._run(modality, pipe, cfg, common, on_step, info, height=height, width=width,
+                                      num_frames=num_frames, audio_length_s=audio_length_s)
         except Exception as exc:
             if _is_oom(exc):
                 if torch.cuda.is_available():

@@ -77,11 +77,17 @@ def test_a_sampler_choice_is_saved_with_its_decoder(tmp_path):
     build_tiny_pipeline("image", cfg.decoders["image"], cfg.output_projectors["image"].out_dim).save_pretrained(folder)
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"decoders": {"image": {"num_inference_steps": 4}}}))
-    choice = {"scheduler": "DPMSolverMultistepScheduler", "guidance_scale": 3.0, "num_inference_steps": 2}
+    choice = {"scheduler": "DPMSolverMultistepScheduler", "guidance_scale": 3.0, "num_inference_steps": 2,
+              "guidance_fraction": 0.5}
     samplers.save_choice("image", folder, config, choice)
     assert type(parts.load_pipeline("image", folder).scheduler).__name__ == "DPMSolverMultistepScheduler"
-    assert parts.inference_settings("image", folder) == {"guidance_scale": 3.0, "num_inference_steps": 2}
-    assert json.loads(config.read_text())["decoders"]["image"]["num_inference_steps"] == 2
+    settings = {"guidance_scale": 3.0, "num_inference_steps": 2, "guidance_fraction": 0.5}
+    assert parts.inference_settings("image", folder) == settings
+    assert json.loads(config.read_text())["decoders"]["image"] == {"num_inference_steps": 2, "guidance_fraction": 0.5}
+    assert parts.score(parts.load_pipeline("image", folder), "image", [("a red circle on the left", {})], settings)
+    # candidates are tried cheapest first: a guided step costs two UNet passes
+    assert samplers.passes({"num_inference_steps": 4, "guidance_fraction": 0.25}) == 5
+    assert samplers.passes({"num_inference_steps": 8}) == 16
     base = {"colour": 0.9, "shape": 1.0, "position": 1.0, "all": 0.9}
     assert samplers.holds({**base, "colour": 0.89}, base, "image", 0.02)
     assert not samplers.holds({**base, "shape": 0.95}, base, "image", 0.02)

@@ -210,3 +210,19 @@ def test_shipped_audio_decoder_loads_in_a_fresh_process():
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("GriffinLimVocoder")
+
+
+@pytest.mark.parametrize("modality", ["image", "video", "audio"])
+def test_guidance_on_the_first_steps_only_halves_the_later_passes(configs, modality):
+    cfg = dataclasses.replace(configs[modality], guidance_scale=3.0, num_inference_steps=4)
+    full = Decoders({modality: cfg}, cond_dims=COND_DIMS)
+    half = Decoders({modality: dataclasses.replace(cfg, guidance_fraction=0.5)}, cond_dims=COND_DIMS)
+    batches = []
+    for dec in (full, half):
+        dec.get(modality).unet.time_proj.register_forward_pre_hook(lambda _m, args: batches.append(args[0].shape[0]))
+    a = as_array(full.decode(modality, embeds(modality), seed=0))
+    b = as_array(half.decode(modality, embeds(modality), seed=0))
+    c = as_array(full.decode(modality, embeds(modality), seed=0))
+    assert batches == [2, 2, 2, 2] + [2, 2, 1, 1] + [2, 2, 2, 2]  # and the pipeline's guidance is left as it was
+    np.testing.assert_array_equal(a, c)
+    assert not np.array_equal(a, b)

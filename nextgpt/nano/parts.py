@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import MODALITIES, EncoderConfig
+from ..decoders import guidance_on_first
 from ..encoder import Encoder, import_imagebind
 from ..media import Media
 from . import oracles
@@ -201,7 +202,8 @@ def oracle_scores(modality: str, outputs, attributes: list[dict]) -> dict:
 
 
 def generate(pipe, modality: str, prompts: list[str], guidance_scale: float, num_inference_steps: int,
-             seed: int = 0, batch: int = 16, audio_length_in_s: float | None = None) -> list:
+             seed: int = 0, batch: int = 16, audio_length_in_s: float | None = None,
+             guidance_fraction: float = 1.0) -> list:
     """Decoded items from caption strings, through the pipeline exactly as a user calls it: uint8 images
     (64, 64, 3) or videos (8, 64, 64, 3), or waveforms; batch k draws its noise from seed + k * batch."""
     out = []
@@ -209,14 +211,15 @@ def generate(pipe, modality: str, prompts: list[str], guidance_scale: float, num
         common = dict(guidance_scale=guidance_scale, num_inference_steps=num_inference_steps, output_type="np",
                       generator=torch.Generator("cpu").manual_seed(seed + i))
         chunk = prompts[i: i + batch]
-        if modality == "audio":
-            out += list(pipe(chunk, audio_length_in_s=audio_length_in_s, **common).audios)
-            continue
-        size = dict(height=W.IMAGE_SIZE, width=W.IMAGE_SIZE)
-        if modality == "image":
-            res = np.clip(pipe(chunk, **size, **common).images, 0, 1)
-        else:
-            res = np.clip(np.asarray(pipe(chunk, **size, num_frames=W.VIDEO_FRAMES, **common).frames), 0, 1)
+        with guidance_on_first(pipe, num_inference_steps, guidance_scale, guidance_fraction):
+            if modality == "audio":
+                out += list(pipe(chunk, audio_length_in_s=audio_length_in_s, **common).audios)
+                continue
+            size = dict(height=W.IMAGE_SIZE, width=W.IMAGE_SIZE)
+            if modality == "image":
+                res = np.clip(pipe(chunk, **size, **common).images, 0, 1)
+            else:
+                res = np.clip(np.asarray(pipe(chunk, **size, num_frames=W.VIDEO_FRAMES, **common).frames), 0, 1)
         out += list((res * 255).round().astype(np.uint8))
     return out
 
