@@ -154,6 +154,7 @@ TALK_MOVES = {
     "edit": "edit by reference", "correct": "correction", "two_media": "two media in one answer",
     "switch": "new request in a conversation", "outside": "out-of-world request (text, no media)",
     "foreign_upload": "out-of-world upload recognised",
+    "small_talk": "small talk, or a question with nothing attached (text, no media)",
 }
 
 
@@ -166,17 +167,19 @@ def _reference(turn: dict, folders: dict[str, Path]) -> Message:
 
 
 def evaluate_talk(model, world: str | Path, split: str = "test", limit: int | None = None, seed: int = 0,
-                  log=print, after: int = 0) -> dict:
+                  log=print, after: int = 0, tasks: list[str] | None = None) -> dict:
     """The talk dialogues turn by turn, as `evaluate_model` runs the world's; each gpt turn is scored by its kind:
     media (routing, every attribute read by the oracles, and the text naming only what the media show), answer
     (no media; the asked attributes named right, of the upload or of what the model itself made), capability and
     upload (no media, and the text says what the model can do / that the upload is not from its world).
     `after` > 0 starts each dialogue after the first exchanges of that many other dialogues of the split (their
-    reference text and media): a new topic after unrelated turns, as in a long chat."""
+    reference text and media): a new topic after unrelated turns, as in a long chat. `tasks` keeps only the
+    dialogues of those talk tasks (`nextgpt.nano.talk.TALK_TASKS`) before `limit` applies."""
     from .nano import oracles, talk
 
     world = Path(world)
-    dialogues = json.loads((world / split / "talk.json").read_text())[:limit]
+    dialogues = json.loads((world / split / "talk.json").read_text())
+    dialogues = [d for d in dialogues if not tasks or d["task"] in tasks][:limit]
     folders = _folders(world)
     rows: dict[str, list[float]] = defaultdict(list)
     routing: dict[str, list[float]] = defaultdict(list)
@@ -383,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--world", default="data/nano-world-8k")
     t.add_argument("--split", default="test")
     t.add_argument("--limit", type=int, help="the first N dialogues")
+    t.add_argument("--tasks", nargs="+", help="only these talk tasks (single, conversation, outside, ...)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--after", type=int, default=0, help="start each dialogue after N unrelated exchanges")
     t.add_argument("--json", action="store_true")
@@ -406,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         from .model import NextGPT
 
         r = evaluate_talk(NextGPT.from_pretrained(a.model), a.world, a.split, a.limit, a.seed,
-                          log=None if a.json else print, after=a.after)
+                          log=None if a.json else print, after=a.after, tasks=a.tasks)
         print(json.dumps(r, indent=2) if a.json else format_talk_table(r))
     elif a.what == "model":
         from .model import NextGPT

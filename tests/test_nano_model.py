@@ -127,6 +127,7 @@ def test_a_model_started_elsewhere_ships_with_its_parts_and_relative_paths(nano,
 
     model = copy.copy(nano)
     model.config = NextGPTConfig.from_dict(nano.config.to_dict())  # absolute paths into assets/nano
+    model.config.decoders["video"].num_inference_steps = 50  # a run started long ago: the sampler saved since wins
     nano_model.ship(model, tmp_path / "shipped")
     saved = json.loads((tmp_path / "shipped" / "config.json").read_text())
     assert saved["encoder"]["pretrained"] == "encoder" and saved["llm"]["pretrained"] == "llm"
@@ -134,6 +135,8 @@ def test_a_model_started_elsewhere_ships_with_its_parts_and_relative_paths(nano,
     assert (tmp_path / "shipped" / "audio_decoder" / "model_index.json").exists()
     shipped = NextGPTConfig.load(tmp_path / "shipped" / "config.json")
     assert shipped.generation == nano.config.generation
+    assert shipped.decoders["video"].num_inference_steps == nano.config.decoders["video"].num_inference_steps
+    assert shipped.decoders["video"].guidance_fraction == nano.config.decoders["video"].guidance_fraction < 1
 
     other = tmp_path / "other"
     shutil.copytree(tmp_path / "shipped", other)

@@ -126,3 +126,28 @@ def test_foreign_uploads_are_not_single_world_shapes():
     assert frames.ndim == 4 and fps > 0
     wave, sr = talk.foreign_sound(rng)
     assert wave.ndim == 1 and sr == 16000 and np.abs(wave).max() <= 1.0
+
+
+def test_small_talk_and_questions_with_nothing_attached_get_what_nano_can_do():
+    """Greetings, thanks and "what can you do?" get a fitting opening and the capability text; a question about an
+    attachment, asked before anything is attached or made, says there is nothing to look at."""
+    pools = _pools()
+    nothing = chat = 0
+    for i in range(200):
+        phrasing = "in" if i % 2 == 0 else "held_out"
+        r = talk._dialogue(i, "test", phrasing, "small_talk", np.random.default_rng([2, i]), pools)
+        turns = r["conversation"]
+        k = next(k for k, t in enumerate(turns) if t.get("move") == "small_talk")
+        said, asked = turns[k]["value"], turns[k - 1]["value"].lower()
+        assert turns[k]["kind"] == "capability" and turns[k]["media"] == [] and talk.CAPABILITY_MARK in said
+        assert turns[k - 1]["media"] == []
+        if said.startswith(talk.NOTHING_SAYS):
+            nothing += 1
+            assert not any(t["media"] for t in turns[:k])  # only when nothing came before
+        else:
+            chat += 1
+            table = talk.SMALL_TALK["train" if phrasing == "in" else "held_out"]
+            assert any(said.startswith(opening) for text, openings in table for opening in openings)
+            if "thank" in asked:
+                assert said.startswith(("You're welcome", "Glad"))
+    assert nothing > 30 and chat > 80

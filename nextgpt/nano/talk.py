@@ -16,7 +16,8 @@ What it adds
   "that sound"), two media in one answer, corrections ("no, I meant a square"), uploads, and new topics.
 * **Honesty.** Requests outside the world (other objects, colours or shapes, several objects, general knowledge,
   chit-chat, "who are you?") get a short text that says what the model can do (it always contains
-  `CAPABILITY_MARK`), and no media. Uploads that are not from the world (photo-like textures, noise, scenes with
+  `CAPABILITY_MARK`), and no media; so should small talk ("what can you do?", "thanks") and questions about an
+  attached item when nothing is attached (test dialogues only, for now). Uploads that are not from the world (photo-like textures, noise, scenes with
   several shapes; noise, babble, chords and melodies; such videos) get a text saying so (`UPLOAD_MARK`).
 * **Uploads as people make them.** World items rendered at other sizes and aspects, on white, grey or tinted
   backgrounds, off-centre, as PNG or JPEG; sounds at other sample rates, mono or stereo, pure sines or richer
@@ -287,6 +288,35 @@ CANNOT = ("Sorry, I can't do that. ", "I can't make that. ", "Sorry, that is out
           "I'm afraid I can't. ")
 GREET = ("Hi! I am NExT-GPT nano. ", "Hello! I'm NExT-GPT nano, a small model. ", "I am NExT-GPT nano. ")
 DONT_KNOW = ("I don't know that. ", "Sorry, I can't answer that. ", "That is outside what I know. ")
+# Small talk and questions about the model, each with its reply's opening; and questions about an attached item
+# when nothing is attached (the model must notice there is nothing to describe).
+SMALL_TALK = {
+    "train": (("hello", GREET), ("hi there", GREET), ("good evening", GREET), ("who am i talking to", GREET),
+              ("what can you do", GREET), ("what can you make", GREET), ("what are you good at", GREET),
+              ("what do you do", GREET), ("tell me about yourself", GREET), ("what is nano", GREET),
+              ("what kind of things can you draw", GREET), ("can you make videos", GREET),
+              ("can you play sounds", GREET), ("which colours do you know", GREET), ("what shapes can you draw", GREET),
+              ("how do i use you", GREET), ("what should i ask you", GREET), ("show me what you can do", GREET),
+              ("thanks", ("You're welcome! ", "Glad to help! ")), ("thank you", ("You're welcome! ",)),
+              ("cool", ("Thanks! ",)), ("great, thanks", ("You're welcome! ",)), ("nice", ("Thanks! ",)),
+              ("ok", ("All right. ",)), ("bye", ("Goodbye! ",)), ("you are bad at this", ("Sorry! ",)),
+              ("that's wrong", ("Sorry! ",)), ("what's up", GREET)),
+    "held_out": (("hey", GREET), ("greetings", GREET), ("what are your abilities", GREET),
+                 ("what are you capable of", GREET), ("explain what you do", GREET), ("list your skills", GREET),
+                 ("can you draw anything", GREET), ("what can i do here", GREET), ("awesome, thank you", (
+                     "You're welcome! ",)), ("thx", ("You're welcome! ",)), ("see you", ("Goodbye! ",)),
+                 ("that's not right", ("Sorry! ",)), ("what do you know how to do", GREET)),
+}
+NOTHING_ASKS = {
+    "train": ("what is this", "describe this", "what do you see", "what colour is it", "what shape is it",
+              "what is in the picture", "what is in this video", "what do you hear", "which way is it moving",
+              "what note is this", "is it on the left", "tell me what this is", "what is it", "describe the image",
+              "what colour is the sound", "what is shown here"),
+    "held_out": ("what's in my photo", "can you describe my picture", "what colour is the shape",
+                 "which direction does it go", "what does this sound like", "what am i showing you"),
+}
+NOTHING_SAYS = ("There is nothing attached yet: add a picture, video or sound, or ask me to make one. ",
+                "I don't see a picture, video or sound here yet. ")
 UPLOAD_SAYS = {
     "image": ("This picture is {m}: {cap}", "Sorry, this picture is {m}, so I can't describe it. {cap}"),
     "video": ("This video is {m}: {cap}", "Sorry, this clip is {m}, so I can't describe it. {cap}"),
@@ -848,6 +878,19 @@ def _foreign_upload(t: _Talk) -> None:
     t.gpt("upload", "foreign_upload", _pick(t.rng, UPLOAD_SAYS[m]).format(m=UPLOAD_MARK, cap=cap))
 
 
+def _small_talk(t: _Talk) -> None:
+    """Small talk, a question about the model, or (with nothing in the conversation yet) a question about an
+    attached item that is not there: a friendly text that says what nano can do, no media."""
+    rng = t.rng
+    if not t.held and rng.uniform() < 0.45:
+        text, reply = _side(NOTHING_ASKS, t.phrasing, rng, always=True), _pick(rng, NOTHING_SAYS)
+    else:
+        text, openings = _side(SMALL_TALK, t.phrasing, rng, always=True)
+        reply = _pick(rng, openings)
+    t.human(roughen(text + _pick(rng, ("?", ".", "", "!")), rng))
+    t.gpt("capability", "small_talk", reply + CAPABILITIES)
+
+
 def _move(t: _Talk, first: bool) -> None:
     """One exchange of a conversation, chosen among what people do."""
     rng = t.rng
@@ -886,14 +929,21 @@ def _move(t: _Talk, first: bool) -> None:
         _ask(t, t.upload(m, W.random_attributes(m, rng)), upload=True)
 
 
-TALK_TASKS = ("single", "conversation", "outside", "foreign_upload")
+TALK_TASKS = ("single", "conversation", "outside", "foreign_upload", "small_talk")
 # task -> (exchange, chance of one before, chance of one after, whether the one after starts afresh)
 _EDGES = {"outside": (_outside, 0.4, 0.5, False), "foreign_upload": (_foreign_upload, 0.3, 0.4, True)}
 
 
 def _dialogue(index: int, split: str, phrasing: str, task: str, rng, pools) -> dict:
     t = _Talk(index, split, phrasing, rng, pools)
-    if task == "single":
+    if task == "small_talk":  # alone, before an ordinary exchange, or after one
+        u = rng.uniform()
+        if u < 0.35:
+            _move(t, first=True)
+        _small_talk(t)
+        if u >= 0.35 and rng.uniform() < 0.5:
+            _move(t, first=True)
+    elif task == "single":
         _move(t, first=True)
     elif task in _EDGES:  # the edge of the world, maybe after and before an ordinary exchange
         edge, before, after, fresh = _EDGES[task]
@@ -959,10 +1009,11 @@ def _render_pools(world_dir: Path, split: str, seed: int, counts: dict, log) -> 
     return {"varied": varied, "foreign": foreign}
 
 
+# Small talk is a test row only for now: trained on (a short stage after stage 5), it garbled the replies' openings.
 DEFAULT_COUNTS = {
-    "train": {"dialogues": 16000, "varied": {"image": 1500, "video": 500, "audio": 700},
+    "train": {"dialogues": 16000, "small_talk": 0, "varied": {"image": 1500, "video": 500, "audio": 700},
               "foreign": {"image": 500, "video": 150, "audio": 250}},
-    "test": {"dialogues": 1200, "varied": {"image": 150, "video": 60, "audio": 80},
+    "test": {"dialogues": 1200, "small_talk": 120, "varied": {"image": 150, "video": 60, "audio": 80},
              "foreign": {"image": 60, "video": 25, "audio": 35}},
 }
 TASK_SHARES = {"single": 0.45, "conversation": 0.35, "outside": 0.12, "foreign_upload": 0.08}
@@ -985,6 +1036,10 @@ def generate(world_dir, seed: int = 0, counts: dict | None = None, log=print) ->
             phrasing = "in" if split == "train" or i % 2 == 0 else "held_out"
             task = tasks[int(rng.choice(len(tasks), p=shares / shares.sum()))]
             records.append(_dialogue(i, split, phrasing, task, rng, pools))
+        for i in range(c.get("small_talk", 0)):  # after the others, from their own random stream
+            rng = np.random.default_rng([seed, 10, W.SPLITS.index(split), i])
+            phrasing = "in" if split == "train" or i % 2 == 0 else "held_out"
+            records.append(_dialogue(c["dialogues"] + i, split, phrasing, "small_talk", rng, pools))
         (world_dir / split).mkdir(exist_ok=True)
         (world_dir / split / "talk.json").write_text(json.dumps(records, indent=1, ensure_ascii=False) + "\n")
         written[split] = len(records)

@@ -93,11 +93,12 @@ def nano_config(folder: Path) -> NextGPTConfig:
         },
         decoders={
             "image": DecoderConfig(str(folder / "image_decoder"), image["guidance_scale"], image["num_inference_steps"],
-                                   height=64, width=64),
+                                   image.get("guidance_fraction", 1.0), height=64, width=64),
             "video": DecoderConfig(str(folder / "video_decoder"), video["guidance_scale"], video["num_inference_steps"],
-                                   height=64, width=64, num_frames=8, fps=8),
+                                   video.get("guidance_fraction", 1.0), height=64, width=64, num_frames=8, fps=8),
             "audio": DecoderConfig(str(folder / "audio_decoder"), audio["guidance_scale"], audio["num_inference_steps"],
-                                   audio_length_s=audio["audio_length_in_s"], sample_rate=16000),
+                                   audio.get("guidance_fraction", 1.0), audio_length_s=audio["audio_length_in_s"],
+                                   sample_rate=16000),
         },
         # 160: the answer that says what nano can do is about 115 tokens
         generation=GenerationConfig(max_new_tokens=160, temperature=1.0, top_p=0.01),
@@ -162,7 +163,11 @@ def ship(model: NextGPT, folder: Path) -> None:
             elif folder_hash(source) != folder_hash(target):
                 raise ValueError(f"{target} holds other weights than the {name} the model was trained with ({source})")
         c.pretrained = str(target)
-    config.generation = nano_config(folder).generation  # a started run keeps older settings
+    fresh = nano_config(folder)  # a started run keeps older settings: text decoding and each decoder's sampler
+    config.generation = fresh.generation
+    for m, c in config.decoders.items():
+        c.guidance_scale, c.num_inference_steps, c.guidance_fraction = (
+            fresh.decoders[m].guidance_scale, fresh.decoders[m].num_inference_steps, fresh.decoders[m].guidance_fraction)
     model.save_pretrained(folder, components=False)
 
 
