@@ -240,7 +240,7 @@ def test_talk_evaluation_can_start_each_dialogue_after_unrelated_exchanges(tmp_p
     from nextgpt.events import ChatResult
 
     def dialogue(i):  # a text-only exchange outside the world, as nextgpt.nano.talk writes them
-        return {"id": f"talk_{i}", "phrasing": "in", "conversation": [
+        return {"id": f"talk_{i}", "task": "outside" if i < 4 else "small_talk", "phrasing": "in", "conversation": [
             {"from": "human", "value": f"question {i}", "media": []},
             {"from": "gpt", "value": f"answer {i}", "media": [], "kind": "capability", "move": "outside"}]}
 
@@ -264,3 +264,6 @@ def test_talk_evaluation_can_start_each_dialogue_after_unrelated_exchanges(tmp_p
         assert len(others) == 2 and i not in others and seen[:4:2] != seen[1:4:2]
         assert seen[4:] == [f"question {i}"]  # then the dialogue itself, scored alone
     assert r["rows"]["outside [in]"]["turns"] == 3
+    only = Recorder()
+    evaluate_talk(only, tmp_path, log=None, tasks=["small_talk"])
+    assert only.seen == [["question 4"]]
