@@ -119,8 +119,9 @@ class Answer:
         else:
             w, h = info.get("size", ("?", "?"))
             size = f"{info['frames']} frames at {w}×{h}" if m == "video" else f"{w}×{h}"
-        title = (f"{m} · seed {info.get('seed')} · {info.get('steps')} steps · "
-                 f"guidance {info.get('guidance')} · {info.get('seconds_taken', 0):.1f} s")
+        steps, guided = info.get("steps"), info.get("guided_steps", info.get("steps"))
+        guidance = f"guidance {info.get('guidance')}" + (f" for {guided} of them" if guided != steps else "")
+        title = f"{m} · seed {info.get('seed')} · {steps} steps · {guidance} · {info.get('seconds_taken', 0):.1f} s"
         details = f"{size}. The same seed and settings give the same {m}."
         if info.get("nsfw_content_detected"):
             details += " The decoder's safety checker blanked this image."

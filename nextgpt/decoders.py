@@ -46,16 +46,23 @@ def _pipeline_class(modality: str):
     return getattr(diffusers, names[modality])
 
 
+def guided_steps(steps: int, guidance_scale: float, guidance_fraction: float) -> int:
+    """How many of `steps` run classifier-free guidance (all of them when guidance is off: nothing to cut)."""
+    if guidance_scale <= 1.0 or guidance_fraction >= 1.0:
+        return steps
+    return min(steps, max(1, math.ceil(guidance_fraction * steps)))
+
+
 @contextmanager
 def guidance_on_first(pipe, steps: int, guidance_scale: float, guidance_fraction: float):
     """A pipeline's classifier-free guidance on the first `guidance_fraction` of the steps only (one UNet call
     per step, as for the multistep solvers we ship). Each later call runs the conditional half of the pipeline's
     [unconditional, conditional] batch and returns its prediction for both halves, which the pipeline's guidance
     formula leaves as it is: the last steps refine detail that guidance hardly changes, at half the cost."""
-    if guidance_scale <= 1.0 or guidance_fraction >= 1.0:  # unguided, or guided throughout: nothing to change
+    guided = guided_steps(steps, guidance_scale, guidance_fraction)
+    if guided >= steps:  # unguided, or guided throughout: nothing to change
         yield
         return
-    guided = max(1, math.ceil(guidance_fraction * steps))
     calls, halved = 0, False
 
     def before(_module, args, kwargs):
@@ -192,7 +199,8 @@ class Decoders:
         guidance = cfg.guidance_scale if guidance_scale is None else guidance_scale
         steps = cfg.num_inference_steps if num_inference_steps is None else num_inference_steps
         seed = new_seed() if seed is None else int(seed)  # recorded so any output can be reproduced
-        info: dict[str, Any] = dict(seed=seed, steps=steps, guidance=guidance)
+        info: dict[str, Any] = dict(seed=seed, steps=steps, guidance=guidance,
+                                    guided_steps=guided_steps(steps, guidance, cfg.guidance_fraction))
         done = 0
 
         def on_step(*_):  # the step index passed by pipelines counts scheduler orders; count calls instead

@@ -127,3 +127,15 @@ def test_user_text_is_escaped_for_the_chat_and_read_back_as_typed(text):
     assert as_typed(shown) == text
     assert to_messages([{"role": "user", "content": shown}], [])[0].content == [text]
     assert split_last_turn([{"role": "user", "content": shown}])[1]["text"] == text
+
+
+def test_a_media_note_says_when_guidance_ran_on_the_first_steps_only():
+    from demo.answer import Answer
+
+    item = {"modality": "video", "state": "ready", "path": "x.mp4", "offset": 0,
+            "info": {"seed": 0, "steps": 4, "guidance": 2.0, "guided_steps": 1, "size": (64, 64), "frames": 8}}
+    titles = [m["metadata"]["title"] for m in Answer._media_messages(item) if "metadata" in m]
+    assert any("4 steps · guidance 2.0 for 1 of them ·" in t for t in titles)
+    item["info"]["guided_steps"] = 4
+    titles = [m["metadata"]["title"] for m in Answer._media_messages(item) if "metadata" in m]
+    assert any("4 steps · guidance 2.0 ·" in t for t in titles)

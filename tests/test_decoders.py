@@ -221,7 +221,9 @@ def test_guidance_on_the_first_steps_only_halves_the_later_passes(configs, modal
     for dec in (full, half):
         dec.get(modality).unet.time_proj.register_forward_pre_hook(lambda _m, args: batches.append(args[0].shape[0]))
     a = as_array(full.decode(modality, embeds(modality), seed=0))
-    b = as_array(half.decode(modality, embeds(modality), seed=0))
+    b_media = half.decode(modality, embeds(modality), seed=0)
+    b = as_array(b_media)
+    assert b_media.info["guided_steps"] == 2
     c = as_array(full.decode(modality, embeds(modality), seed=0))
     assert batches == [2, 2, 2, 2] + [2, 2, 1, 1] + [2, 2, 2, 2]  # and the pipeline's guidance is left as it was
     np.testing.assert_array_equal(a, c)
