@@ -234,6 +234,10 @@ def test_generated_sound_is_normalised_without_clipping(page, size):
 
 def test_stop_leaves_a_stopped_note_and_export_is_the_chat_as_it_is(page, size):
     new_chat(page)
+    page.get_by_role("button", name="Settings ▼").click()  # 100 steps: the video is still being made when Stop comes
+    steps = page.get_by_label("number input for Video steps")
+    steps.fill("100")
+    steps.press("Enter")
     click_example(page, "Make a video of a blue square moving up.")
     send(page, output="Video")
     stop = page.locator("#stop")
@@ -262,6 +266,7 @@ def test_stop_leaves_a_stopped_note_and_export_is_the_chat_as_it_is(page, size):
     images = [n for n in later.namelist() if n.startswith("media/") and n.endswith(".png")]
     assert len(images) == 1 and any(p.get("type") == "image" for m in messages for p in m["content"])
     shot(page, "export-after-later-turn", size)
+    page.reload(wait_until="networkidle")  # the settings back to the model's own for the tests that follow
 
 
 def test_multi_turn_demo_keeps_the_box_locked_until_its_last_turn(page, size):
