@@ -125,7 +125,7 @@ def test_stage3_blends_pair_examples_into_each_batch_when_asked(tiny_world):
     assert len(blended) == 2 * len(data.read_pairs(tiny_world))
 
 
-def test_stage3_repeats_the_dialogues_of_named_tasks(tiny_world):
+def test_stage3_repeats_or_leaves_out_the_dialogues_of_named_tasks(tiny_world):
     from nextgpt.train.stages import build_examples
 
     dialogues = data.read_dialogues(tiny_world)
@@ -134,6 +134,8 @@ def test_stage3_repeats_the_dialogues_of_named_tasks(tiny_world):
     plain, _ = build_examples(StageConfig(stage=3, data=str(tiny_world)))
     repeated, _ = build_examples(StageConfig(stage=3, data=str(tiny_world), repeat_tasks=f"{task}=3"))
     assert len(repeated) == len(plain) + 2 * turns
+    left_out, _ = build_examples(StageConfig(stage=3, data=str(tiny_world), repeat_tasks=f"{task}=0"))
+    assert len(left_out) == len(plain) - turns  # =0 leaves a task out (stages 4 and 5: small talk)
 
 
 def test_evaluation_scores_the_reference_answers_as_right(tiny_world):
