@@ -135,7 +135,7 @@ def test_stage3_repeats_or_leaves_out_the_dialogues_of_named_tasks(tiny_world):
     repeated, _ = build_examples(StageConfig(stage=3, data=str(tiny_world), repeat_tasks=f"{task}=3"))
     assert len(repeated) == len(plain) + 2 * turns
     left_out, _ = build_examples(StageConfig(stage=3, data=str(tiny_world), repeat_tasks=f"{task}=0"))
-    assert len(left_out) == len(plain) - turns  # =0 leaves a task out (stages 4 and 5: small talk)
+    assert len(left_out) == len(plain) - turns  # =0 leaves a task out
 
 
 def test_evaluation_scores_the_reference_answers_as_right(tiny_world):

@@ -36,7 +36,7 @@ class RunConfig:
     threads: int = 1  # torch threads per training process
     log_every: int = 25
     save_every_s: float = 180.0
-    max_minutes: float = 0.0  # stop (resumably) after this much training over all sessions; 0: no limit
+    max_minutes: float = 0.0  # stop (resumably) after this much training over all resumed runs; 0: no limit
 
     # Flags recorded recipes used before the names were made one per idea: old name -> field.
     OLD_NAMES = {}
@@ -154,8 +154,8 @@ class Run:
         self.save_every_s = save_every_s
         self._last_save = time.monotonic()
         self.start = time.monotonic()
-        self.first_step = 0  # where this session's loop started
-        self.spent_s = 0.0  # training time before this session
+        self.first_step = 0  # the step this process's loop resumed from
+        self.spent_s = 0.0  # training time of the earlier, resumed runs
 
     @property
     def state_path(self) -> Path:
@@ -165,7 +165,7 @@ class Run:
               max_minutes: float = 0.0) -> Iterator[int]:
         """The loop of every training script: resume from the saved state, yield each step to take (from 0),
         save every few minutes and at the end. With `max_minutes`, stop early (resumably) once that much training
-        time over all sessions is spent."""
+        time over all resumed runs is spent."""
         step, extra = self.resume(modules, optimizers)
         if step:
             print(f"resumed from step {step}", flush=True)
@@ -181,11 +181,11 @@ class Run:
         self.step = step
 
     def minutes(self) -> float:
-        """Training time over all sessions."""
+        """Training time over all resumed runs."""
         return (self.spent_s + time.monotonic() - self.start) / 60
 
     def speed(self, step: int) -> float:
-        """Steps per second in this session, up to `step` (the number of steps done)."""
+        """Steps per second in this process, up to `step` (the number of steps done)."""
         return round((step - self.first_step) / max(time.monotonic() - self.start, 1e-6), 3)
 
     def save(self, step: int, modules: dict[str, torch.nn.Module], optimizers: dict | None = None, **extra) -> None:
