@@ -88,6 +88,7 @@ def test_nano_llm_resumes_logs_and_exports(tiny_world, tmp_path):
 
     run, out = tmp_path / "run", tmp_path / "out"
     args = ["--world", str(tiny_world), "--run", str(run), "--out", str(out), "--extra_dialogues", "32",
+            "--talk_dialogues", "16",
             "--vocab_size", "400", "--hidden_size", "32", "--num_hidden_layers", "1", "--num_attention_heads", "2",
             "--intermediate_size", "64", "--block_size", "32", "--batch_size", "2", "--log_every", "1",
             "--eval_every", "2"]
@@ -113,3 +114,5 @@ def test_nano_llm_resumes_logs_and_exports(tiny_world, tmp_path):
     assert logits.shape == (1, 2, len(tokenizer))
     eval_ = json.loads((out / "eval.json").read_text())
     assert eval_["validation_perplexity"] > 1 and len(eval_["samples"]) == len(nano_llm.SAMPLE_PROMPTS)
+    assert set(eval_["talk_following"]) == {"in", "held_out"}
+    assert 0 <= eval_["talk_following"]["held_out"]["all"] <= 1

@@ -14,25 +14,9 @@ HELD_OUT_ONLY = ("let me see", "i'd love", "could i get", "let me watch", "let's
                  "can you tell me where it", "as one constant note", "audio tone")
 
 
-def _pools():
-    """Every attribute combination as a pooled item, and one foreign item per modality: no files are written."""
-    import itertools
-
-    world = {}
-    for m in talk.MODALITIES:
-        names = W.ATTRIBUTES[m]
-        for k, combo in enumerate(itertools.product(*(W.VALUES[a] for a in names))):
-            attrs = dict(zip(names, combo))
-            world[(m, combo)] = [{"modality": m, "name": f"{m}_{k}.{W.EXTENSIONS[m]}", "attributes": attrs,
-                                  "caption": W.caption(m, attrs, np.random.default_rng(k))}]
-    foreign = {m: [{"modality": m, "name": f"foreign.{W.EXTENSIONS[m]}", "attributes": None, "caption": "x"}]
-               for m in talk.MODALITIES}
-    return {"world": world, "plain": world, "varied": {}, "foreign": foreign}
-
-
 @pytest.fixture(scope="module")
 def dialogues():
-    pools = _pools()
+    pools = talk.stand_in_pools()
     out = {}
     for phrasing in ("in", "held_out"):
         out[phrasing] = [talk._dialogue(i, "test", phrasing, talk.TALK_TASKS[i % 4], np.random.default_rng([1, i]),
@@ -131,7 +115,7 @@ def test_foreign_uploads_are_not_single_world_shapes():
 def test_small_talk_and_questions_with_nothing_attached_get_what_nano_can_do():
     """Greetings, thanks and "what can you do?" get a fitting opening and the capability text; a question about an
     attachment, asked before anything is attached or made, says there is nothing to look at."""
-    pools = _pools()
+    pools = talk.stand_in_pools()
     nothing = chat = 0
     for i in range(200):
         phrasing = "in" if i % 2 == 0 else "held_out"
@@ -151,3 +135,13 @@ def test_small_talk_and_questions_with_nothing_attached_get_what_nano_can_do():
             if "thank" in asked:
                 assert said.startswith(("You're welcome", "Glad"))
     assert nothing > 30 and chat > 80
+
+
+def test_text_dialogues_for_pretraining_keep_to_the_trained_wording():
+    """LLM-nano's pretraining text: every task, small talk included, in train wordings only, media as stand-ins."""
+    records = talk.text_dialogues(5, 300)
+    assert {r["task"] for r in records} == {*talk.TALK_TASKS}
+    assert not [p for p in HELD_OUT_ONLY if p in _human_text(records)]
+    assert talk.text_dialogues(5, 300) == records  # seeded
+    held = talk.text_dialogues(5, 300, phrasing="held_out")
+    assert sum(p in _human_text(held) for p in HELD_OUT_ONLY) >= 5

@@ -958,6 +958,37 @@ def _dialogue(index: int, split: str, phrasing: str, task: str, rng, pools) -> d
     return t.record(task)
 
 
+def stand_in_pools(seed: int = 0) -> dict:
+    """Pools without files: every attribute combination as one named, captioned item, one foreign item each."""
+    import itertools
+
+    pools: dict = {"world": {}, "plain": {}, "varied": {}, "foreign": {}}
+    for m in MODALITIES:
+        names = W.ATTRIBUTES[m]
+        for k, values in enumerate(itertools.product(*(W.VALUES[a] for a in names))):
+            attrs = dict(zip(names, values))
+            item = {"modality": m, "name": f"{m}_{k:04d}.{W.EXTENSIONS[m]}", "attributes": attrs,
+                    "caption": W.caption(m, attrs, np.random.default_rng([seed, 11, MODALITIES.index(m), k]))}
+            pools["world"][(m, values)] = pools["plain"][(m, values)] = [item]
+        pools["foreign"][m] = [{"modality": m, "name": f"foreign_{m}.{W.EXTENSIONS[m]}", "attributes": None,
+                                "caption": f"a {m} that is not from the nano world"}]
+    return pools
+
+
+def text_dialogues(seed: int, n: int, phrasing: str = "in", small_talk: float = 0.08) -> list[dict]:
+    """n talk dialogues with stand-in media (names and captions, no files): in train phrasings, LLM-nano's
+    pretraining text, so the base model already knows how people ask before the stages teach it the media."""
+    pools = stand_in_pools(seed)
+    tasks = [*TASK_SHARES, "small_talk"]
+    shares = np.array([*(TASK_SHARES[k] * (1 - small_talk) for k in TASK_SHARES), small_talk])
+    records = []
+    for i in range(n):
+        rng = np.random.default_rng([seed, 12, i])
+        task = tasks[int(rng.choice(len(tasks), p=shares / shares.sum()))]
+        records.append(_dialogue(i, "train", phrasing, task, rng, pools))
+    return records
+
+
 # --- writing ---------------------------------------------------------------------------------------------------
 
 def _world_pool(world_dir: Path, split: str) -> dict:

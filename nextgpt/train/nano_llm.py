@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from nextgpt.conversation import ASSISTANT, HUMAN, NEXT_HUMAN, TURN_END
-from nextgpt.nano import world as W
+from nextgpt.nano import talk, world as W
 from nextgpt.offline import llama_bpe_tokenizer
 from nextgpt.train.common import (Run, RunConfig, optimizer_step, parse_config, seed_everything, warmup_cosine,
                                   write_json)
@@ -48,6 +48,7 @@ class LLMTrainConfig(RunConfig):
     run: str = "runs/nano/llm"
     out: str = "assets/nano/llm"
     extra_dialogues: int = 20000  # text-only dialogues from the generator with other seeds
+    talk_dialogues: int = 0  # text-only talk dialogues (`nextgpt.nano.talk`, train phrasings) with other seeds
     fact_repeats: int = 20  # the 18 fact documents (each colour's note) are repeated so they are actually learned
     vocab_size: int = 1024
     steps: int = 1200
@@ -136,6 +137,7 @@ def corpus(cfg: LLMTrainConfig) -> dict[str, list[str]]:
     train = world_documents(cfg.world, "train", rng)
     # Other seeds than the world's (1000 + seed), so no generated dialogue is a copy of a held-out one by design.
     train += extra_documents(1000 + cfg.seed, cfg.extra_dialogues, rng, cfg.fact_repeats)
+    train += [render_dialogue(r, rng) for r in talk.text_dialogues(2000 + cfg.seed, cfg.talk_dialogues)]
     order = rng.permutation(len(train))
     return {"train": [train[i] for i in order], "validation": world_documents(cfg.world, "validation", rng)}
 
@@ -225,6 +227,41 @@ def request_following(model, tokenizer, world_dir, split: str = "validation", li
             **{k: hits[k] / total[k] for k in total}}
 
 
+@torch.no_grad()
+def talk_following(model, tokenizer, phrasing: str = "held_out", n: int = 200, seed: int = 99) -> dict:
+    """Does LLM-nano alone answer a freely worded first request as the talk dialogues do? A request for a medium
+    must be answered with that item's noun phrase ("a video of a red star moving left"), one outside the world
+    with the capability text. Prompts come from `talk.text_dialogues` (`phrasing` "held_out": wordings it never
+    trained on). Returns the fraction right for media requests, capability answers and both."""
+    records = talk.text_dialogues(seed, n, phrasing)
+    model.eval()
+    hits = {"media": [0, 0], "capability": [0, 0]}
+    for r in records:
+        user, reply = r["conversation"][0], r["conversation"][1]
+        if user["media"] or reply["kind"] not in hits:
+            continue
+        prompt = HUMAN + user["value"] + ASSISTANT
+        ids = torch.tensor([[tokenizer.bos_token_id, *tokenizer(prompt, add_special_tokens=False).input_ids]])
+        gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=32, do_sample=False,
+                             pad_token_id=tokenizer.eos_token_id)
+        answer = tokenizer.decode(gen[0, ids.shape[1]:], skip_special_tokens=True).split("###")[0]
+        if reply["kind"] == "media":
+            item = next(it for m in ("image", "video", "audio") for it in r[f"{m}_list"]
+                        if it[f"{m}_name"] == reply["media"][0]["name"])
+            m = reply["media"][0]["modality"]
+            w = talk.answer_words(item["attributes"])
+            ok = talk.noun_phrase(m, item["attributes"]) in answer or (
+                m == "audio" and "the note of {c}, {r}".format(**w) in answer)
+        else:
+            ok = talk.CAPABILITY_MARK in answer
+        hits[reply["kind"]][0] += ok
+        hits[reply["kind"]][1] += 1
+    model.train()
+    out = {k: h / max(1, t) for k, (h, t) in hits.items()}
+    return {"n": {k: t for k, (_, t) in hits.items()}, **out,
+            "all": sum(h for h, _ in hits.values()) / max(1, sum(t for _, t in hits.values()))}
+
+
 def train(cfg: LLMTrainConfig) -> dict:
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -276,16 +313,19 @@ def train(cfg: LLMTrainConfig) -> dict:
         ppl = perplexity(model, streams["validation"], cfg.block_size)
     texts = samples(model, tokenizer)
     following = request_following(model, tokenizer, cfg.world)
-    run.log(run.step, split="validation-final", request_following=following)
+    talking = {p: talk_following(model, tokenizer, p) for p in ("in", "held_out")}
+    run.log(run.step, split="validation-final", request_following=following, talk_following=talking)
     (run.folder / "samples" / f"step{run.step:06d}.txt").write_text("\n\n".join(texts) + "\n")
     out = export(model, tokenizer, cfg.out)
     write_json(out / "eval.json", {"validation_perplexity": ppl, "steps": run.step, "request_following": following,
-                                   "samples": texts})
+                                   "talk_following": talking, "samples": texts})
     size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
     print(f"validation perplexity {ppl:.3f}; exported to {out} ({size:.1f} MB)\n", flush=True)
     print("\n\n".join(texts), flush=True)
     print(f"request following (validation t2x prompts): {json.dumps(following)}", flush=True)
-    return {"step": run.step, "validation_perplexity": ppl, "request_following": following, "samples": texts}
+    print(f"talk following (first requests, in / held-out wording): {json.dumps(talking)}", flush=True)
+    return {"step": run.step, "validation_perplexity": ppl, "request_following": following,
+            "talk_following": talking, "samples": texts}
 
 
 def export(model, tokenizer, out) -> Path:
