@@ -1040,9 +1040,10 @@ def _render_pools(world_dir: Path, split: str, seed: int, counts: dict, log) -> 
     return {"varied": varied, "foreign": foreign}
 
 
-# Small talk is a test row only for now: trained on (a short stage after stage 5), it garbled the replies' openings.
+# Small talk trains from stage 4 on, which LLM-nano's pretraining on talk text prepares (a short stage after the
+# talk stages, on a model pretrained without it, garbled the replies' openings: docs/nano.md).
 DEFAULT_COUNTS = {
-    "train": {"dialogues": 16000, "small_talk": 0, "varied": {"image": 1500, "video": 500, "audio": 700},
+    "train": {"dialogues": 16000, "small_talk": 1500, "varied": {"image": 1500, "video": 500, "audio": 700},
               "foreign": {"image": 500, "video": 150, "audio": 250}},
     "test": {"dialogues": 1200, "small_talk": 120, "varied": {"image": 150, "video": 60, "audio": 80},
              "foreign": {"image": 60, "video": 25, "audio": 35}},

@@ -20,6 +20,11 @@ Why it looks like this
   world's own generator with other seeds (text only, no media rendered), plus "describe ..." requests answered by
   a caption, and the fixed facts of the world (each colour's note and register). Held-out perplexity is measured on
   the default world's validation dialogues and captions, which the model never sees.
+* How people talk to the model is language too, so it is learned here, where Vicuna learned English: the corpus
+  adds text-only talk dialogues (`nextgpt.nano.talk.text_dialogues`: free wording in the grammar's train side,
+  conversations, answers outside the world, small talk). Without them the stages had to teach a 3.4 M-parameter
+  model every synonym through its LoRA, and held-out wording stayed near 54% right (docs/nano.md).
+  `talk_following` scores the result on first requests worded in ways it never trained on.
 * Documents are `<s> text </s>` (the model adds `<s>` before a prompt itself), packed into one stream; each step
   takes random windows of it, drawn from (seed, step), so a resumed run draws what the uninterrupted one would.
 """
@@ -48,10 +53,11 @@ class LLMTrainConfig(RunConfig):
     run: str = "runs/nano/llm"
     out: str = "assets/nano/llm"
     extra_dialogues: int = 20000  # text-only dialogues from the generator with other seeds
-    talk_dialogues: int = 0  # text-only talk dialogues (`nextgpt.nano.talk`, train phrasings) with other seeds
+    talk_dialogues: int = 20000  # text-only talk dialogues (`nextgpt.nano.talk`, train phrasings) with other seeds
     fact_repeats: int = 20  # the 18 fact documents (each colour's note) are repeated so they are actually learned
-    vocab_size: int = 1024
-    steps: int = 1200
+    vocab_size: int = 2048  # room for the talk's words (sketch, clip, chime, violet...) as whole tokens
+    steps: int = 2400
+    threads: int = 2
     batch_size: int = 16
     block_size: int = 192
     lr: float = 2e-3
