@@ -140,8 +140,57 @@ def test_small_talk_and_questions_with_nothing_attached_get_what_nano_can_do():
 def test_text_dialogues_for_pretraining_keep_to_the_trained_wording():
     """LLM-nano's pretraining text: every task, small talk included, in train wordings only, media as stand-ins."""
     records = talk.text_dialogues(5, 300)
-    assert {r["task"] for r in records} == {*talk.TALK_TASKS}
+    assert {r["task"] for r in records} == {*talk.TASK_SHARES, "small_talk"}  # the follow-ups train in stage 6
     assert not [p for p in HELD_OUT_ONLY if p in _human_text(records)]
     assert talk.text_dialogues(5, 300) == records  # seeded
     held = talk.text_dialogues(5, 300, phrasing="held_out")
     assert sum(p in _human_text(held) for p in HELD_OUT_ONLY) >= 5
+
+
+def test_follow_ups_fill_in_defaults_and_ask_the_model_about_what_it_made():
+    """A request that leaves attributes out gets their defaults, named in the answer; a question to the model about
+    what it made is about the item it made last; chat and general knowledge within a conversation make no media."""
+    pools = talk.stand_in_pools()
+    moves = {"defaults": 0, "own_question": 0, "small_talk": 0, "outside": 0}
+    for i in range(400):
+        phrasing = "in" if i % 2 == 0 else "held_out"
+        task = ("defaults", "followup", "general", "followup")[i // 2 % 4]
+        r = talk._dialogue(i, "test", phrasing, task, np.random.default_rng([3, i]), pools)
+        attrs = {it[f"{m}_name"]: it["attributes"] for m in talk.MODALITIES for it in r[f"{m}_list"]}
+        made = []
+        for k, turn in enumerate(r["conversation"]):
+            if turn["from"] != "gpt":
+                continue
+            made += [m["name"] for m in turn["media"]]
+            if turn["move"] in moves:
+                moves[turn["move"]] += 1
+            if turn["move"] == "defaults":
+                asked = oracles.caption_attributes(r["conversation"][k - 1]["value"])
+                truth = attrs[turn["media"][0]["name"]]
+                assert all(asked[a] == truth[a] for a in asked if a in truth), r["conversation"][k - 1]["value"]
+                assert any(a not in asked for a in truth)
+                said = oracles.caption_attributes(turn["value"])
+                assert {a: said.get(a) for a in truth} == truth, turn["value"]
+            elif turn["move"] == "own_question":
+                assert turn["media"] == [] and turn["about"] == made[-1]
+                assert r["conversation"][k - 1]["media"] == []
+            elif turn["move"] in ("small_talk", "outside"):
+                assert turn["media"] == [] and talk.CAPABILITY_MARK in turn["value"]
+    assert min(moves.values()) > 30, moves
+
+
+def test_more_questions_keep_the_held_out_wording_held_out():
+    """The stage-6 questions about an upload: trained wordings never hold a held-out phrase, and the held-out test
+    dialogues ask in `QUESTIONS`' held-out wording; every answer is about the upload, in text."""
+    pools = talk.stand_in_pools()
+    records = {p: [talk._dialogue(i, "test", p, "asks", np.random.default_rng([4, i]), pools) for i in range(150)]
+               for p in ("in", "held_out")}
+    trained = " ".join(q.lower() for qs in talk.MORE_QUESTIONS.values() for q in qs)
+    assert not [p for p in HELD_OUT_ONLY if p in trained + _human_text(records["in"])]
+    held = {q.split("{")[0].strip() for t in talk.QUESTIONS.values() for q in t["held_out"]}
+    asked = [turn["value"].lower() for r in records["held_out"] for turn in r["conversation"] if turn["from"] == "human"]
+    assert sum(any(h in q for h in held) for q in asked) > 0.85 * len(asked)  # the others have a typo
+    for r in records["in"] + records["held_out"]:
+        upload = r["conversation"][0]["media"][0]["name"]
+        assert all(t["kind"] == "answer" and t["about"] == upload and not t["media"]
+                   for t in r["conversation"] if t["from"] == "gpt")

@@ -16,9 +16,14 @@ What it adds
   "that sound"), two media in one answer, corrections ("no, I meant a square"), uploads, and new topics.
 * **Honesty.** Requests outside the world (other objects, colours or shapes, several objects, general knowledge,
   chit-chat, "who are you?") get a short text that says what the model can do (it always contains
-  `CAPABILITY_MARK`), and no media; so should small talk ("what can you do?", "thanks") and questions about an
-  attached item when nothing is attached (test dialogues only, for now). Uploads that are not from the world (photo-like textures, noise, scenes with
-  several shapes; noise, babble, chords and melodies; such videos) get a text saying so (`UPLOAD_MARK`).
+  `CAPABILITY_MARK`), and no media; so do small talk ("what can you do?", "thanks") and questions about an
+  attached item when nothing is attached. Uploads that are not from the world (photo-like textures, noise, scenes
+  with several shapes; noise, babble, chords and melodies; such videos) get a text saying so (`UPLOAD_MARK`).
+* **Follow-ups.** Requests that leave out the position, motion or rhythm get the default (`DEFAULTS`), named in the
+  answer; conversations mix in greetings, thanks and questions to the model about what it made ("what colour did
+  you use?"); uploads are asked about in more ways (`MORE_QUESTIONS`, whose held-out side is `QUESTIONS`'s);
+  general-knowledge questions, some in the world's own words ("what colour is the sky?"), get "I don't know" and
+  what nano can do.
 * **Uploads as people make them.** World items rendered at other sizes and aspects, on white, grey or tinted
   backgrounds, off-centre, as PNG or JPEG; sounds at other sample rates, mono or stereo, pure sines or richer
   timbres, other loudness, lengths and beep rates; videos at other sizes, frame rates and lengths.
@@ -326,6 +331,96 @@ UPLOAD_ASKS = ("what is this", "describe this", "what do you see", "what is in t
                "tell me about this", "what is it", "what do you hear", "what colour is it", "what shape is it",
                "make a sound for this", "what is this sound")
 
+# Requests that leave out the colour, the shape, where it is, how it moves or how the tone goes: the model makes the
+# default and names it ("draw a star" -> "Here is a blue star in the centre:").
+DEFAULTS = {"colour": "blue", "shape": "circle", "position": "centre", "direction": "right", "rhythm": "steady"}
+# What such a request names, and how often: leaving out the position, motion or rhythm is the most common.
+NAMED = {"image": {("colour", "shape"): 5, ("colour", "position"): 1, ("shape", "position"): 1.5, ("colour",): 1,
+                   ("shape",): 1.5},
+         "video": {("colour", "shape"): 5, ("colour", "direction"): 1, ("shape", "direction"): 1.5, ("colour",): 1,
+                   ("shape",): 1.5},
+         "audio": {("colour",): 5.5, ("rhythm",): 3, (): 1.5}}
+PLAIN_OBJECTS = {
+    "image": {"train": ("{a} {c} {s}", "{a} {s} in {c}", "{a} {s} coloured {c}", "{a} {c}-coloured {s}",
+                        "{a} {s} that is {c}", "{a} {s} colored {c}", "{a} {c} {s} shape"),
+              "held_out": ("{a} {s}, {c}", "{a} {s} painted {c}")},
+    "video": {"train": ("{a} {c} {s}", "{a} {s} in {c}", "{a} {c} {s} moving", "{a} moving {c} {s}",
+                        "{a} {s} coloured {c} that moves", "{a} {c} {s} in motion", "{a} {c} {s} that moves"),
+              "held_out": ("{a} {s}, {c}, in motion", "{a} {c} {s} on the move")},
+    "audio": {"train": ("{a} {c} tone", "the {c} note", "the note of {c}", "the sound of {c}", "{a} {c} note",
+                        "{c}'s note", "the tone of {c}", "{a} {c} sound", "the {c} tone"),
+              "held_out": ("the pitch of {c}", "{a} note of {c}")},
+}
+# Questions about what the model itself just made, asked of the model ("what colour did you use?").
+OWN_QUESTIONS = {
+    "colour": {"train": ("what colour did you use", "which colour did you pick", "what colour did you make it",
+                         "what color is the one you made", "what colour was that", "which colour did you paint it",
+                         "what colour is your shape", "remind me, what colour was it"),
+               "held_out": ("which colour did you choose", "what colour did you give it")},
+    "colour_audio": {"train": ("which colour's note did you play", "whose note was that", "which colour did you play",
+                               "what colour was that tone", "which colour's tone is that"),
+                     "held_out": ("which colour's note did you pick", "what colour did you give the tone")},
+    "shape": {"train": ("what shape did you draw", "which shape did you make", "what shape was that",
+                        "which shape is yours", "what shape did you use", "what kind of shape did you make"),
+              "held_out": ("which shape did you pick", "what shape did you go with")},
+    "position": {"train": ("where did you put it", "where did you draw it", "which side did you put it on",
+                           "where did you place the shape", "where is your shape"),
+                 "held_out": ("on which side did you draw it", "where did it end up")},
+    "direction": {"train": ("which way did you make it move", "where is your shape going",
+                            "which direction did you animate it", "which way does your shape go",
+                            "where did you make it go"),
+                  "held_out": ("in which direction did you send it", "which way did you animate it")},
+    "rhythm": {"train": ("did you make it beep", "is your tone steady", "was that steady or beeping",
+                         "did you make it steady", "does your tone beep"),
+               "held_out": ("did you make it pulse", "is the tone you made steady")},
+}
+# More ways to ask about an item (stage 6): the train side; the held-out side stays QUESTIONS's own.
+MORE_QUESTIONS = {
+    "colour": ("what colour does the shape have", "which colour is used", "what's its colour", "colour?",
+               "what colour have you got there", "is it red or blue or what", "which colour is the thing in {n}",
+               "tell me what colour it is", "do you know the colour of the shape", "what colour would you call it",
+               "identify the colour", "what is the colour of {n}", "say the colour", "what colour is that shape"),
+    "colour_audio": ("what colour is this note", "which colour's sound is {n}", "whose tone is {n}",
+                     "what colour goes with {n}", "which colour makes this sound",
+                     "tell me which colour this note belongs to", "what colour does {n} stand for",
+                     "identify the colour of {n}", "colour of {n}?", "which of your colours is this"),
+    "shape": ("which shape is shown", "what shape does {n} have", "identify the shape", "tell me what shape it is",
+              "is it a circle or a square or what", "what shape have you got there", "what is the shape",
+              "do you know which shape it is", "shape?", "say the shape", "what form does the shape have",
+              "which of the shapes is it"),
+    "position": ("what side is it on", "where is it placed", "is it in the middle", "where in {n} is the shape",
+                 "which part of the frame is it in", "is it left or right", "where's it placed",
+                 "tell me its position", "what is its position", "position?", "where does the shape appear",
+                 "is the shape on the left"),
+    "direction": ("where's it going", "which way is it heading", "what way does it go", "is it moving up or down",
+                  "tell me which way it moves", "which direction is the shape going", "where does it move to",
+                  "direction?", "what is the direction of the motion", "is it going left or right", "how is it moving"),
+    "rhythm": ("is it beeping", "is it a steady tone", "does it pulse", "is the tone held or broken",
+               "is {n} beeping or steady", "steady or beeping?", "does the sound stop and start", "is it continuous",
+               "how is the tone played", "does it have gaps", "tell me the rhythm"),
+    "describe": ("what have we got here", "what's going on in {n}", "tell me what you see", "describe what you see",
+                 "what's happening in {n}", "what does it show", "can you describe it", "what is shown",
+                 "explain what's in {n}", "please describe {n}", "what am i looking at"),
+    "describe_audio": ("what am i hearing", "what's this noise", "describe the sound", "tell me what you hear",
+                       "can you describe it", "what kind of sound is {n}", "explain {n}", "what is playing"),
+}
+# General knowledge, asked first or between other turns: nano does not know (`_general`).
+GENERAL = {
+    "train": ("what is the capital of spain", "what is the capital of germany", "who wrote romeo and juliet",
+              "how many days are in a week", "what colour is the sky", "what colour is grass", "what shape is the earth",
+              "what shape is a football", "is the sun a star", "where is paris", "which way is north",
+              "what is the biggest animal", "how tall is mount everest", "what is 7 times 8",
+              "who invented the telephone", "what language do they speak in brazil", "how many legs does a spider have",
+              "when did the second world war end", "what is the speed of light", "what do bees make",
+              "what is water made of", "who painted the mona lisa", "what is the largest ocean", "how do planes fly",
+              "what's the best movie", "tell me a fun fact", "what should i eat tonight", "can you sing",
+              "what is a triangle", "how many sides does a square have", "why is the sky blue",
+              "what is the circle of life", "who is the best footballer", "what are you thinking about"),
+    "held_out": ("what is the capital of japan", "who discovered gravity", "what colour are bananas",
+                 "how many sides does a triangle have", "what is the tallest building", "which planet is red"),
+}
+GREETINGS = ("", "", "hi, ", "hello! ", "hi there, ", "hey, ", "ok ", "hello, ")
+
 
 def _pick(rng, options):
     return options[int(rng.integers(len(options)))]
@@ -387,17 +482,52 @@ def _words(modality: str, attrs: dict, phrasing: str, rng) -> dict:
 
 def object_phrase(modality: str, attrs: dict, phrasing: str, rng) -> str:
     slots = _words(modality, attrs, phrasing, rng)
-    text = _side(OBJECTS[modality], phrasing, rng)
+    return _fill(_side(OBJECTS[modality], phrasing, rng), slots, rng)
+
+
+def partial_object(modality: str, attrs: dict, named: set, phrasing: str, rng) -> str:
+    """An object phrase that names only the attributes in `named` ("a star", "something red", "a beeping tone")."""
+    slots = _words(modality, attrs, phrasing, rng)
+    if modality == "audio":
+        noun = _pick(rng, ("tone", "note", "sound", "tone"))
+        if "colour" in named:
+            text = _side(PLAIN_OBJECTS["audio"], phrasing, rng)
+        elif "rhythm" in named:
+            text = _pick(rng, ("{a} {r} " + noun, "{a} {r} " + noun, "{a} " + noun + ", {rr}"))
+        else:
+            text = "{a} " + noun
+        return _fill(text, slots, rng)
+    tail = {"image": "position", "video": "direction"}[modality]
+    if {"colour", "shape"} <= named:
+        text = _side(PLAIN_OBJECTS[modality if tail not in named else "image"], phrasing, rng)
+    elif "colour" in named:
+        text = _pick(rng, ("{a} {c} shape", "{a} shape in {c}", "something {c}", "{a} {c} one"))
+    else:
+        text = _pick(rng, ("{a} {s}", "{a} {s}", "{a} {s} shape"))
+    if tail in named:
+        text += _pick(rng, (" {pos}", ", {pos}")) if tail == "position" else " {dir}"
+    return _fill(text, slots, rng)
+
+
+def _fill(text: str, slots: dict, rng) -> str:
     first = text.format(a="A", **slots).split(" ")[1] if text.startswith("{a}") else ""
     art = _pick(rng, (_article(first), _article(first), "one", "a single")) if first else ""
     return text.format(a=art, **slots).replace("  ", " ").strip(" ,")
 
 
-def request(modality: str, attrs: dict, phrasing: str, rng) -> str:
-    """A request for a new item of `modality` with `attrs`, worded freely."""
+def request(modality: str, attrs: dict, phrasing: str, rng, named: set | None = None) -> str:
+    """A request for a new item of `modality` with `attrs`, worded freely; `named`: the attributes it names, if not
+    all (the others are the defaults)."""
     noun = _side(MEDIUM_NOUNS[modality], phrasing, rng)
-    frame = _side(FRAMES[modality], phrasing, rng, always=True)
-    text = frame.format(o=object_phrase(modality, attrs, phrasing, rng), n=f"{_article(noun)} {noun}")
+    frames = FRAMES[modality]
+    if named is not None and modality == "video" and "direction" not in named:
+        # with no motion named, the frame must say it is a video
+        frames = {k: tuple(f for f in v if "{n}" in f or f.startswith(("animate", "film", "record")) or "watch" in f)
+                  for k, v in frames.items()}
+    frame = _side(frames, phrasing, rng, always=True)
+    obj = object_phrase(modality, attrs, phrasing, rng) if named is None else partial_object(
+        modality, attrs, named, phrasing, rng)
+    text = frame.format(o=obj, n=f"{_article(noun)} {noun}")
     return roughen(_prefix(frame, rng) + text + _pick(rng, SUFFIXES), rng)
 
 
@@ -408,9 +538,9 @@ def _prefix(frame: str, rng) -> str:
     return _pick(rng, PREFIXES)
 
 
-def question(kind: str, modality: str, phrasing: str, rng) -> str:
+def question(kind: str, modality: str, phrasing: str, rng, questions: dict = QUESTIONS) -> str:
     noun = _side(MEDIUM_NOUNS[modality], "in", rng)
-    text = _side(QUESTIONS[kind], phrasing, rng, always=True).format(n=_pick(rng, ("this ", "the ")) + noun)
+    text = _side(questions[kind], phrasing, rng, always=True).format(n=_pick(rng, ("this ", "the ")) + noun)
     return roughen(_pick(rng, ("", "", "ok, ", "and ", "so ")) + text + _pick(rng, ("?", "?", "", " please?")), rng)
 
 
@@ -736,16 +866,16 @@ def _make(t: _Talk, modality: str, attrs: dict | None = None, text: str | None =
     return attrs
 
 
-def _ask(t: _Talk, item: dict, upload: bool) -> None:
+def _ask(t: _Talk, item: dict, upload: bool, questions: dict = QUESTIONS) -> None:
     """A question about one attribute (or a description) of `item`; answered in text."""
     m, attrs = item["modality"], item["attributes"]
     kind = _pick(t.rng, (*W.ATTRIBUTES[m], "describe"))
     if kind == "describe":
-        q, reply, asks = question("describe_audio" if m == "audio" else "describe", m, t.phrasing, t.rng), \
-            describe(m, attrs, t.rng), W.ATTRIBUTES[m]
+        q, reply, asks = question("describe_audio" if m == "audio" else "describe", m, t.phrasing, t.rng,
+                                  questions), describe(m, attrs, t.rng), W.ATTRIBUTES[m]
     else:
         qk = "colour_audio" if (kind == "colour" and m == "audio") else kind
-        q, reply, asks = question(qk, m, t.phrasing, t.rng), answer(qk, attrs, t.rng), (kind,)
+        q, reply, asks = question(qk, m, t.phrasing, t.rng, questions), answer(qk, attrs, t.rng), (kind,)
     t.human(q, item if upload else None)
     move = f"{m[0]}2t" if upload else "own_question" if item.get("made") else "upload_question"
     t.gpt("answer", move, reply, asks=asks, about=item)
@@ -878,17 +1008,76 @@ def _foreign_upload(t: _Talk) -> None:
     t.gpt("upload", "foreign_upload", _pick(t.rng, UPLOAD_SAYS[m]).format(m=UPLOAD_MARK, cap=cap))
 
 
-def _small_talk(t: _Talk) -> None:
+def _small_talk(t: _Talk, greet: bool = False) -> None:
     """Small talk, a question about the model, or (with nothing in the conversation yet) a question about an
-    attached item that is not there: a friendly text that says what nano can do, no media."""
+    attached item that is not there, after a greeting if `greet`: a friendly text that says what nano can do, no
+    media."""
     rng = t.rng
     if not t.held and rng.uniform() < 0.45:
         text, reply = _side(NOTHING_ASKS, t.phrasing, rng, always=True), _pick(rng, NOTHING_SAYS)
+        if greet:
+            text = _pick(rng, GREETINGS) + text
     else:
         text, openings = _side(SMALL_TALK, t.phrasing, rng, always=True)
         reply = _pick(rng, openings)
     t.human(roughen(text + _pick(rng, ("?", ".", "", "!")), rng))
     t.gpt("capability", "small_talk", reply + CAPABILITIES)
+
+
+def _defaults(t: _Talk) -> None:
+    """A request that leaves some attributes out: the model makes their defaults and names them."""
+    m = _pick(t.rng, MODALITIES)
+    options = list(NAMED[m])
+    weights = np.array([NAMED[m][o] for o in options])
+    named = set(options[int(t.rng.choice(len(options), p=weights / weights.sum()))])
+    attrs = W.random_attributes(m, t.rng)
+    attrs.update({a: DEFAULTS[a] for a in W.ATTRIBUTES[m] if a not in named})
+    t.human(request(m, attrs, t.phrasing, t.rng, named))
+    t.gpt("media", "defaults", say_made(m, attrs, t.rng), [(m, attrs, "")])
+
+
+def _own_ask(t: _Talk, item: dict) -> None:
+    """A question to the model about the item it just made ("what colour did you use?"), answered in text."""
+    m, attrs = item["modality"], item["attributes"]
+    kind = _pick(t.rng, W.ATTRIBUTES[m])
+    qk = "colour_audio" if (kind == "colour" and m == "audio") else kind
+    q = _side(OWN_QUESTIONS[qk], t.phrasing, t.rng, always=True)
+    t.human(roughen(_pick(t.rng, ("", "", "ok, ", "and ", "so ", "thanks! ", "nice. ")) + q
+                    + _pick(t.rng, ("?", "?", "")), t.rng))
+    t.gpt("answer", "own_question", answer(qk, attrs, t.rng), asks=(kind,), about=item)
+
+
+def _asks(t: _Talk) -> None:
+    """An upload and one to three questions about it, in `MORE_QUESTIONS`'s wording."""
+    questions = {k: {"train": v, "held_out": QUESTIONS[k]["held_out"]} for k, v in MORE_QUESTIONS.items()}
+    m = _pick(t.rng, MODALITIES)
+    item = t.upload(m, W.random_attributes(m, t.rng))
+    for k in range(int(t.rng.integers(1, 4))):
+        _ask(t, item, upload=k == 0, questions=questions)
+
+
+def _general(t: _Talk) -> None:
+    """A general-knowledge question: nano says it does not know, and what it can do."""
+    text = _side(GENERAL, t.phrasing, t.rng, always=True)
+    t.human(roughen(_pick(t.rng, ("", "", "hey, ", "ok, ", "so ", "quick question: ")) + text
+                    + _pick(t.rng, ("?", "?", "", "!")), t.rng))
+    t.gpt("capability", "outside", _pick(t.rng, DONT_KNOW) + CAPABILITIES)
+
+
+def _followup(t: _Talk) -> None:
+    """A conversation in which the person also chats, greets, thanks, asks the model about what it made, and
+    leaves out what the defaults fill in, among the usual exchanges."""
+    rng = t.rng
+    for k in range(int(rng.integers(2, 6))):
+        u = rng.uniform()
+        if u < 0.2:
+            _small_talk(t, greet=True)
+        elif u < 0.5 and t.held and t.held[-1].get("made"):
+            _own_ask(t, t.held[-1])
+        elif u < 0.7:
+            _defaults(t)
+        else:
+            _move(t, first=k == 0)
 
 
 def _move(t: _Talk, first: bool) -> None:
@@ -929,9 +1118,10 @@ def _move(t: _Talk, first: bool) -> None:
         _ask(t, t.upload(m, W.random_attributes(m, rng)), upload=True)
 
 
-TALK_TASKS = ("single", "conversation", "outside", "foreign_upload", "small_talk")
+TALK_TASKS = ("single", "conversation", "outside", "foreign_upload", "small_talk", "defaults", "followup", "asks", "general")
 # task -> (exchange, chance of one before, chance of one after, whether the one after starts afresh)
-_EDGES = {"outside": (_outside, 0.4, 0.5, False), "foreign_upload": (_foreign_upload, 0.3, 0.4, True)}
+_EDGES = {"outside": (_outside, 0.4, 0.5, False), "foreign_upload": (_foreign_upload, 0.3, 0.4, True),
+          "defaults": (_defaults, 0.3, 0.3, False), "general": (_general, 0.4, 0.4, False)}
 
 
 def _dialogue(index: int, split: str, phrasing: str, task: str, rng, pools) -> dict:
@@ -945,6 +1135,10 @@ def _dialogue(index: int, split: str, phrasing: str, task: str, rng, pools) -> d
             _move(t, first=True)
     elif task == "single":
         _move(t, first=True)
+    elif task == "followup":
+        _followup(t)
+    elif task == "asks":
+        _asks(t)
     elif task in _EDGES:  # the edge of the world, maybe after and before an ordinary exchange
         edge, before, after, fresh = _EDGES[task]
         if rng.uniform() < before:
@@ -1043,12 +1237,17 @@ def _render_pools(world_dir: Path, split: str, seed: int, counts: dict, log) -> 
 # Small talk trains from stage 4 on, which LLM-nano's pretraining on talk text prepares (a short stage after the
 # talk stages, on a model pretrained without it, garbled the replies' openings: docs/nano.md).
 DEFAULT_COUNTS = {
-    "train": {"dialogues": 16000, "small_talk": 1500, "varied": {"image": 1500, "video": 500, "audio": 700},
+    "train": {"dialogues": 16000, "small_talk": 1500, "defaults": 3000, "followup": 2500, "asks": 2500,
+              "general": 1500, "varied": {"image": 1500, "video": 500, "audio": 700},
               "foreign": {"image": 500, "video": 150, "audio": 250}},
-    "test": {"dialogues": 1200, "small_talk": 120, "varied": {"image": 150, "video": 60, "audio": 80},
+    "test": {"dialogues": 1200, "small_talk": 120, "defaults": 120, "followup": 120, "asks": 120,
+             "general": 120, "varied": {"image": 150, "video": 60, "audio": 80},
              "foreign": {"image": 60, "video": 25, "audio": 35}},
 }
 TASK_SHARES = {"single": 0.45, "conversation": 0.35, "outside": 0.12, "foreign_upload": 0.08}
+# Tasks written after those of TASK_SHARES, each from its own random stream, so adding one leaves the others as
+# they were (stage 6 trains on the follow-ups that stages 4 and 5 leave out: `NanoStages`).
+APPENDED_TASKS = {"small_talk": 10, "defaults": 13, "followup": 14, "asks": 15, "general": 16}
 
 
 def generate(world_dir, seed: int = 0, counts: dict | None = None, log=print) -> dict:
@@ -1068,10 +1267,11 @@ def generate(world_dir, seed: int = 0, counts: dict | None = None, log=print) ->
             phrasing = "in" if split == "train" or i % 2 == 0 else "held_out"
             task = tasks[int(rng.choice(len(tasks), p=shares / shares.sum()))]
             records.append(_dialogue(i, split, phrasing, task, rng, pools))
-        for i in range(c.get("small_talk", 0)):  # after the others, from their own random stream
-            rng = np.random.default_rng([seed, 10, W.SPLITS.index(split), i])
-            phrasing = "in" if split == "train" or i % 2 == 0 else "held_out"
-            records.append(_dialogue(c["dialogues"] + i, split, phrasing, "small_talk", rng, pools))
+        for task, stream in APPENDED_TASKS.items():  # after the others, each from its own random stream
+            for i in range(c.get(task, 0)):
+                rng = np.random.default_rng([seed, stream, W.SPLITS.index(split), i])
+                phrasing = "in" if split == "train" or i % 2 == 0 else "held_out"
+                records.append(_dialogue(len(records), split, phrasing, task, rng, pools))
         (world_dir / split).mkdir(exist_ok=True)
         (world_dir / split / "talk.json").write_text(json.dumps(records, indent=1, ensure_ascii=False) + "\n")
         written[split] = len(records)
