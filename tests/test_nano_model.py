@@ -177,6 +177,29 @@ def test_free_wording_is_routed_and_drawn(nano, tmp_path, prompt, modality, trut
     assert {a: read.get(a) for a in truth} == truth
 
 
+@pytest.mark.parametrize("prompt, truth", [
+    ("paint something green", {"colour": "green", "shape": "circle", "position": "centre"}),
+    ("show me a cyan star", {"colour": "cyan", "shape": "star", "position": "centre"}),
+    pytest.param("draw a blue star", {"colour": "blue", "shape": "star", "position": "centre"}, marks=pytest.mark.xfail(
+        strict=True, reason="known miss: the capability answer, as for 'draw a blue hexagon' (docs/nano.md)")),
+])
+def test_a_request_that_leaves_things_out_gets_the_defaults(nano, tmp_path, prompt, truth):
+    """What a request does not name is the default (`talk.DEFAULTS`), and the answer names it."""
+    result = _ask(nano, tmp_path, prompt)
+    assert [m.modality for m in result.media] == ["image"], result.text
+    read = read_media("image", result.media[0].path)
+    assert {a: read.get(a) for a in truth} == truth == oracles.caption_attributes(result.text)
+
+
+def test_a_question_about_what_it_made_is_answered_in_text(nano, tmp_path):
+    history = [Message("user", ["could you paint a green star over on the right side"])]
+    made = nano.generate(history, seed=0, out_dir=tmp_path)
+    history += [Message("assistant", [made.text, *[Media(m.modality, m.path) for m in made.media]]),
+                Message("user", ["what colour did you use?"])]
+    result = nano.generate(history, seed=0, out_dir=tmp_path)
+    assert not result.media and oracles.caption_attributes(result.text) == {"colour": "green"}, result.text
+
+
 @pytest.mark.parametrize("prompt", ["Draw a giraffe.", "hello! who are you?", "Paint a pink hexagon.",
                                     "tell me a joke", "what can you do?", pytest.param(
     "What is the capital of Italy?", marks=pytest.mark.xfail(strict=True, reason="known miss: 'The circle is in the "
@@ -189,8 +212,7 @@ def test_outside_the_world_it_says_what_it_can_do(nano, tmp_path, prompt):
 
 
 @pytest.mark.parametrize("modality, name, question", [
-    pytest.param("image", "bird_image.jpg", "What is in this picture?", marks=pytest.mark.xfail(
-        strict=True, reason="known miss: the bird photo is 'a star in green in the middle' (docs/nano.md)")),
+    ("image", "bird_image.jpg", "What is in this picture?"),
     ("video", "test.mp4", "what happens in this video?"),
     pytest.param("audio", "bird_audio.wav", "What do you hear?", marks=pytest.mark.xfail(
         strict=True, reason="known miss: birdsong is 'a beeping tone of purple' (docs/nano.md)")),

@@ -152,6 +152,7 @@ def test_follow_ups_fill_in_defaults_and_ask_the_model_about_what_it_made():
     what it made is about the item it made last; chat and general knowledge within a conversation make no media."""
     pools = talk.stand_in_pools()
     moves = {"defaults": 0, "own_question": 0, "small_talk": 0, "outside": 0}
+    short = 0  # "draw a star", "play a tone": as most people type
     for i in range(400):
         phrasing = "in" if i % 2 == 0 else "held_out"
         task = ("defaults", "followup", "general", "followup")[i // 2 % 4]
@@ -166,6 +167,7 @@ def test_follow_ups_fill_in_defaults_and_ask_the_model_about_what_it_made():
                 moves[turn["move"]] += 1
             if turn["move"] == "defaults":
                 asked = oracles.caption_attributes(r["conversation"][k - 1]["value"])
+                short += len(r["conversation"][k - 1]["value"].split()) <= 5
                 truth = attrs[turn["media"][0]["name"]]
                 assert all(asked[a] == truth[a] for a in asked if a in truth), r["conversation"][k - 1]["value"]
                 assert any(a not in asked for a in truth)
@@ -177,6 +179,7 @@ def test_follow_ups_fill_in_defaults_and_ask_the_model_about_what_it_made():
             elif turn["move"] in ("small_talk", "outside"):
                 assert turn["media"] == [] and talk.CAPABILITY_MARK in turn["value"]
     assert min(moves.values()) > 30, moves
+    assert short > 0.1 * moves["defaults"]
 
 
 def test_more_questions_keep_the_held_out_wording_held_out():

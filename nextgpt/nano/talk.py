@@ -515,9 +515,9 @@ def _fill(text: str, slots: dict, rng) -> str:
     return text.format(a=art, **slots).replace("  ", " ").strip(" ,")
 
 
-def request(modality: str, attrs: dict, phrasing: str, rng, named: set | None = None) -> str:
+def request(modality: str, attrs: dict, phrasing: str, rng, named: set | None = None, short: bool = False) -> str:
     """A request for a new item of `modality` with `attrs`, worded freely; `named`: the attributes it names, if not
-    all (the others are the defaults)."""
+    all (the others are the defaults); `short`: without filler or politeness, as most people type ("draw a star")."""
     noun = _side(MEDIUM_NOUNS[modality], phrasing, rng)
     frames = FRAMES[modality]
     if named is not None and modality == "video" and "direction" not in named:
@@ -528,6 +528,8 @@ def request(modality: str, attrs: dict, phrasing: str, rng, named: set | None = 
     obj = object_phrase(modality, attrs, phrasing, rng) if named is None else partial_object(
         modality, attrs, named, phrasing, rng)
     text = frame.format(o=obj, n=f"{_article(noun)} {noun}")
+    if short:
+        return roughen(text + _pick(rng, ("", "", ".", "!", "?")), rng)
     return roughen(_prefix(frame, rng) + text + _pick(rng, SUFFIXES), rng)
 
 
@@ -1032,7 +1034,7 @@ def _defaults(t: _Talk) -> None:
     named = set(options[int(t.rng.choice(len(options), p=weights / weights.sum()))])
     attrs = W.random_attributes(m, t.rng)
     attrs.update({a: DEFAULTS[a] for a in W.ATTRIBUTES[m] if a not in named})
-    t.human(request(m, attrs, t.phrasing, t.rng, named))
+    t.human(request(m, attrs, t.phrasing, t.rng, named, short=t.rng.uniform() < 0.4))
     t.gpt("media", "defaults", say_made(m, attrs, t.rng), [(m, attrs, "")])
 
 
