@@ -155,6 +155,7 @@ TALK_MOVES = {
     "switch": "new request in a conversation", "outside": "out-of-world request (text, no media)",
     "foreign_upload": "out-of-world upload recognised",
     "small_talk": "small talk, or a question with nothing attached (text, no media)",
+    "defaults": "request that leaves attributes out (defaults made and named)",
 }
 
 

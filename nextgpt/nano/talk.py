@@ -419,6 +419,8 @@ GENERAL = {
     "held_out": ("what is the capital of japan", "who discovered gravity", "what colour are bananas",
                  "how many sides does a triangle have", "what is the tallest building", "which planet is red"),
 }
+# The questions of the `asks` task: MORE_QUESTIONS trained, QUESTIONS' held-out wording held out.
+ASK_QUESTIONS = {k: {"train": v, "held_out": QUESTIONS[k]["held_out"]} for k, v in MORE_QUESTIONS.items()}
 GREETINGS = ("", "", "hi, ", "hello! ", "hi there, ", "hey, ", "ok ", "hello, ")
 
 
@@ -571,6 +573,11 @@ def describe(modality: str, attrs: dict, rng) -> str:
         return _pick(rng, ("It is a {c} {s} {dir}.", "I see a {c} {s} {dir}.",
                            "This video shows a {c} {s} {dir}.")).format(**w)
     return _pick(rng, ("It is a {c} {s} {pos}.", "I see a {c} {s} {pos}.", "This shows a {c} {s} {pos}.")).format(**w)
+
+
+def _question_kind(attribute: str, modality: str) -> str:
+    """The question table's key for an attribute: a sound's colour is asked about as its note's."""
+    return "colour_audio" if (attribute == "colour" and modality == "audio") else attribute
 
 
 def answer(kind: str, attrs: dict, rng) -> str:
@@ -876,7 +883,7 @@ def _ask(t: _Talk, item: dict, upload: bool, questions: dict = QUESTIONS) -> Non
         q, reply, asks = question("describe_audio" if m == "audio" else "describe", m, t.phrasing, t.rng,
                                   questions), describe(m, attrs, t.rng), W.ATTRIBUTES[m]
     else:
-        qk = "colour_audio" if (kind == "colour" and m == "audio") else kind
+        qk = _question_kind(kind, m)
         q, reply, asks = question(qk, m, t.phrasing, t.rng, questions), answer(qk, attrs, t.rng), (kind,)
     t.human(q, item if upload else None)
     move = f"{m[0]}2t" if upload else "own_question" if item.get("made") else "upload_question"
@@ -1042,7 +1049,7 @@ def _own_ask(t: _Talk, item: dict) -> None:
     """A question to the model about the item it just made ("what colour did you use?"), answered in text."""
     m, attrs = item["modality"], item["attributes"]
     kind = _pick(t.rng, W.ATTRIBUTES[m])
-    qk = "colour_audio" if (kind == "colour" and m == "audio") else kind
+    qk = _question_kind(kind, m)
     q = _side(OWN_QUESTIONS[qk], t.phrasing, t.rng, always=True)
     t.human(roughen(_pick(t.rng, ("", "", "ok, ", "and ", "so ", "thanks! ", "nice. ")) + q
                     + _pick(t.rng, ("?", "?", "")), t.rng))
@@ -1050,12 +1057,11 @@ def _own_ask(t: _Talk, item: dict) -> None:
 
 
 def _asks(t: _Talk) -> None:
-    """An upload and one to three questions about it, in `MORE_QUESTIONS`'s wording."""
-    questions = {k: {"train": v, "held_out": QUESTIONS[k]["held_out"]} for k, v in MORE_QUESTIONS.items()}
+    """An upload and one to three questions about it, in `ASK_QUESTIONS`' wording."""
     m = _pick(t.rng, MODALITIES)
     item = t.upload(m, W.random_attributes(m, t.rng))
     for k in range(int(t.rng.integers(1, 4))):
-        _ask(t, item, upload=k == 0, questions=questions)
+        _ask(t, item, upload=k == 0, questions=ASK_QUESTIONS)
 
 
 def _general(t: _Talk) -> None:
@@ -1120,7 +1126,9 @@ def _move(t: _Talk, first: bool) -> None:
         _ask(t, t.upload(m, W.random_attributes(m, rng)), upload=True)
 
 
-TALK_TASKS = ("single", "conversation", "outside", "foreign_upload", "small_talk", "defaults", "followup", "asks", "general")
+# The follow-ups train in stage 6 only (`NanoStages`).
+FOLLOW_UPS = ("defaults", "followup", "asks", "general")
+TALK_TASKS = ("single", "conversation", "outside", "foreign_upload", "small_talk", *FOLLOW_UPS)
 # task -> (exchange, chance of one before, chance of one after, whether the one after starts afresh)
 _EDGES = {"outside": (_outside, 0.4, 0.5, False), "foreign_upload": (_foreign_upload, 0.3, 0.4, True),
           "defaults": (_defaults, 0.3, 0.3, False), "general": (_general, 0.4, 0.4, False)}

@@ -28,9 +28,12 @@ from pathlib import Path
 from ..config import (DecoderConfig, EncoderConfig, GenerationConfig, LLMConfig, LoRAConfig, NextGPTConfig,
                       OutputProjectorConfig, SignalTokenConfig)
 from ..model import NextGPT
-from ..nano import parts
+from ..nano import parts, talk
 from .common import folder_hash, parse_config
 from .stages import StageConfig, train, widen_lora
+
+
+_SKIP_FOLLOW_UPS = ",".join(f"{task}=0" for task in talk.FOLLOW_UPS)  # stages 4-5 leave them out
 
 
 @dataclass
@@ -59,8 +62,8 @@ class NanoStages:
     # fifth fewer.
     repeat_tasks: dict[int, str] = field(default_factory=lambda: {
         1: "", 2: "", 3: "i2v=6,a2v=6,t2v=2",
-        4: "outside=2,foreign_upload=4,defaults=0,followup=0,asks=0,general=0",
-        5: "outside=2,i2t=2,v2t=2,a2t=2,defaults=0,followup=0,asks=0,general=0",
+        4: "outside=2,foreign_upload=4," + _SKIP_FOLLOW_UPS,
+        5: "outside=2,i2t=2,v2t=2,a2t=2," + _SKIP_FOLLOW_UPS,
         6: "outside=2,foreign_upload=3,i2t=2,v2t=2,a2t=2,defaults=2,followup=2"})
     # Stage 4 adds the talk dialogues to the world's: about two thirds of its examples are theirs.
     dialogues: dict[int, str] = field(default_factory=lambda: {1: "", 2: "", 3: "dialogues.json",
