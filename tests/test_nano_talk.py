@@ -1,5 +1,7 @@
 """The talk layer of the nano world: free wording with a held-out side, conversations, the world's edges, uploads."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -37,8 +39,12 @@ def test_held_out_wording_never_appears_in_distribution(dialogues):
 
 def test_media_turns_name_what_they_make(dialogues):
     """The text before each made item names exactly its attributes, in words the oracles read."""
+    assert _named_right(dialogues["in"] + dialogues["held_out"]) > 500
+
+
+def _named_right(records) -> int:
     checked = 0
-    for r in dialogues["in"] + dialogues["held_out"]:
+    for r in records:
         attrs = {it[f"{m}_name"]: it["attributes"] for m in talk.MODALITIES for it in r[f"{m}_list"]}
         for turn in r["conversation"]:
             if turn["from"] != "gpt" or turn["kind"] != "media":
@@ -49,7 +55,7 @@ def test_media_turns_name_what_they_make(dialogues):
                 truth = attrs[m["name"]]
                 assert {a: said.get(a) for a in W.ATTRIBUTES[m["modality"]]} == truth, turn["value"]
                 start, checked = m["at"], checked + 1
-    assert checked > 500
+    return checked
 
 
 def test_edges_of_the_world_get_text_only(dialogues):
@@ -197,3 +203,39 @@ def test_more_questions_keep_the_held_out_wording_held_out():
         upload = r["conversation"][0]["media"][0]["name"]
         assert all(t["kind"] == "answer" and t["about"] == upload and not t["media"]
                    for t in r["conversation"] if t["from"] == "gpt")
+
+
+def test_plain_talk_words_decide_and_items_carry_over():
+    """Stage 7's plain talk: short requests for what nano can make get it (the rest defaulted) and, in the same
+    frames, what it cannot gets the text that says what it can; an item taken into another medium keeps its colour;
+    edits nano cannot make get that text too; held-out wording stays out of the trained side."""
+    pools = talk.stand_in_pools()
+    records = {p: [talk._dialogue(i, "test", p, list(talk.PLAIN_TALK)[i % 5], np.random.default_rng([6, i]), pools)
+                   for i in range(500)] for p in ("in", "held_out")}
+    assert _named_right(records["in"] + records["held_out"]) > 800
+    outside_words = set(talk.OTHER_COLOURS) | set(talk.OTHER_SHAPES)
+    moves = {"defaults": 0, "refer": 0, "edit": 0, "outside": 0, "foreign_upload": 0, "small_talk": 0}
+    for r in records["in"] + records["held_out"]:
+        colours = []
+        attrs = {it[f"{m}_name"]: it["attributes"] for m in talk.MODALITIES for it in r[f"{m}_list"]}
+        for k, turn in enumerate(r["conversation"]):
+            asked = r["conversation"][k - 1]["value"].lower()
+            if turn["from"] == "human":
+                colours += [attrs[m["name"]]["colour"] for m in turn["media"] if attrs.get(m["name"])]
+                continue
+            moves[turn["move"]] = moves.get(turn["move"], 0) + 1
+            if turn["kind"] in ("capability", "upload"):
+                assert turn["media"] == [] and (talk.CAPABILITY_MARK in turn["value"] or talk.UPLOAD_MARK in turn["value"])
+            elif turn["move"] == "defaults":
+                assert not outside_words & set(asked.replace(",", " ").split()), asked
+            elif turn["move"] == "refer":
+                assert attrs[turn["media"][0]["name"]]["colour"] in colours, (asked, turn["value"])
+            colours += [attrs[m["name"]]["colour"] for m in turn["media"]]
+    assert min(moves[k] for k in ("defaults", "refer", "edit", "outside", "foreign_upload", "small_talk")) > 20, moves
+    held_out = [re.compile(re.sub(r"\\\{\w+\\\}", ".+", re.escape(f))) for table in (
+        talk.SHORT_FRAMES, talk.REFER, talk.REFER_FROM_SOUND, talk.PLAIN_EDITS) for side in table.values()
+        for f in side["held_out"]]
+    said = {p: [t["value"].lower() for r in records[p] for t in r["conversation"] if t["from"] == "human"]
+            for p in records}
+    assert not [(h.pattern, t) for h in held_out for t in said["in"] if h.search(t)]
+    assert sum(any(h.search(t) for t in said["held_out"]) for h in held_out) > 0.6 * len(held_out)

@@ -423,6 +423,133 @@ GENERAL = {
 ASK_QUESTIONS = {k: {"train": v, "held_out": QUESTIONS[k]["held_out"]} for k, v in MORE_QUESTIONS.items()}
 GREETINGS = ("", "", "hi, ", "hello! ", "hi there, ", "hey, ", "ok ", "hello, ")
 
+# Plain talk (stage 7): requests as most people first type them, in the same short frames for what nano can and
+# cannot make, so that the words decide and not the frame; items of the conversation taken into another medium or
+# edited in plainer words, or in ways nano cannot; any question about any upload; general knowledge of every kind.
+SHORT_FRAMES = {
+    "image": {"train": ("draw {o}", "paint {o}", "sketch {o}", "make {o}", "show me {o}", "create {o}", "give me {o}",
+                        "draw me {o}", "{o}", "{o} please", "generate {o}", "render {o}", "show {o}", "make me {o}",
+                        "a picture of {o}", "i want {o}", "can you draw {o}", "draw {o} for me"),
+              "held_out": ("doodle {o}", "i'm after {o}", "whip up {o}")},
+    "video": {"train": ("animate {o}", "make a video of {o}", "a video of {o}", "video of {o}", "film {o}",
+                        "make an animation of {o}", "a clip of {o}", "make a clip of {o}", "show me a video of {o}",
+                        "create a video of {o}", "generate a video of {o}", "an animation of {o}", "record {o}",
+                        "can you animate {o}", "make a movie of {o}"),
+              "held_out": ("shoot a video of {o}", "i'm after a video of {o}", "whip up a clip of {o}")},
+    "audio": {"train": ("play {o}", "make {o}", "play me {o}", "{o}", "give me {o}", "let me hear {o}", "generate {o}",
+                        "create {o}", "produce {o}", "{o} please", "i want {o}", "can you play {o}", "sound {o}",
+                        "make me {o}"),
+              "held_out": ("i'd like to hear {o}", "i'm after {o}", "put on {o}")},
+}
+# What a request with nothing named asks for: the defaults, in the medium the words name.
+BARE = {"image": ("something", "a picture", "a shape", "anything", "an image", "a drawing", "a pic", "a shape for me"),
+        "video": ("a video", "an animation", "a clip", "something moving", "a moving shape", "a movie", "a video clip"),
+        "audio": ("a sound", "a tone", "a note", "some audio", "a sound for me", "a noise", "a hum")}
+BARE_FRAMES = {"image": ("draw {o}", "paint {o}", "make {o}", "sketch {o}", "show me {o}", "create {o}", "give me {o}"),
+               "video": ("make {o}", "create {o}", "show me {o}", "give me {o}", "generate {o}", "render {o}"),
+               "audio": ("play {o}", "make {o}", "give me {o}", "generate {o}", "let me hear {o}", "play me {o}")}
+# A tone named by its rhythm as a noun ("a yellow beep").
+RHYTHM_NOUNS = {"steady": ("hum", "drone", "long tone", "held note"), "beeping": ("beep", "beeps", "blip", "pulse")}
+# An item of the conversation into another medium, by reference ({ref}); what the request leaves out is the default.
+REFER = {
+    "video": {"train": ("make a video of {ref} {dir}", "animate {ref}", "animate {ref} {dir}", "make {ref} move {dir}",
+                        "turn {ref} into a video", "now a video of {ref}", "show {ref} {dir}", "make a clip of {ref}",
+                        "can you animate {ref}", "put {ref} in a video, {dir}", "and a video of {ref}?"),
+              "held_out": ("bring {ref} to life {dir}", "set {ref} in motion")},
+    "image": {"train": ("draw {ref}", "draw {ref} {pos}", "make a picture of {ref}", "paint {ref} {pos}",
+                        "turn {ref} into a picture", "now draw {ref}", "show me a still of {ref}", "sketch {ref}",
+                        "make a drawing of {ref} {pos}", "and a picture of {ref}?"),
+              "held_out": ("grab a still of {ref}", "freeze {ref} into a picture {pos}")},
+    "audio": {"train": ("play its note", "play {ref} as a {r} tone", "what does {ref} sound like",
+                        "make a sound of {ref}", "let me hear {ref}", "turn {ref} into a sound", "play the note of {ref}",
+                        "now play its colour", "and its sound?", "give me its tone, {rr}", "play {ref}",
+                        "make {ref} into a {r} sound"),
+              "held_out": ("could i hear its note", "sound {ref} out, {rr}")},
+}
+# From a sound, which has no shape: the request names one, or the default.
+REFER_FROM_SOUND = {
+    "image": {"train": ("draw a {s} in that colour", "draw a {s} in its colour {pos}", "paint a picture of that colour",
+                        "make a {s} that colour", "show me that colour as a {s} {pos}", "draw its colour",
+                        "draw something in that colour"),
+              "held_out": ("sketch a {s} with that colour",)},
+    "video": {"train": ("animate a {s} in that colour {dir}", "make a video of that colour", "animate its colour",
+                        "make a video of a {s} in its colour {dir}", "show that colour as a moving {s}"),
+              "held_out": ("film a {s} with that colour {dir}",)},
+}
+# Edits in plainer words; the rhythm's by the new rhythm.
+PLAIN_EDITS = {
+    "colour": {"train": ("{c} instead", "try {c}", "how about {c}", "paint {ref} {c}", "colour {ref} {c}",
+                         "i'd prefer {ref} {c}", "switch {ref} to {c}", "can you make {ref} {c}", "make {ref} {c} now",
+                         "let's make {ref} {c}", "use {c} instead", "{c} please"),
+               "held_out": ("i'd rather have {ref} in {c}", "go with {c}")},
+    "shape": {"train": ("a {s} instead", "try a {s}", "how about a {s}", "use a {s} instead", "swap {ref} for a {s}",
+                        "can you make {ref} a {s}", "change {ref} to a {s}", "let's have a {s}", "make {ref} a {s} now",
+                        "{s} please"),
+              "held_out": ("i'd rather have a {s}", "go with a {s}")},
+    "position": {"train": ("move {ref} {to}", "put {ref} {to} instead", "{to} instead", "can you put {ref} {to}",
+                           "place {ref} {to}", "drag {ref} {to}", "shift {ref} over {to}"),
+                 "held_out": ("i'd rather have {ref} {to}", "slide {ref} {to}")},
+    "direction": {"train": ("make {ref} go {d}", "have {ref} move {d}", "let {ref} move {d}", "send {ref} {d}",
+                            "{d} instead", "can {ref} go {d}", "make {ref} move {d} now"),
+                  "held_out": ("i'd rather {ref} went {d}", "have {ref} head {d}")},
+    "beeping": {"train": ("make {ref} beep", "make {ref} pulse", "make {ref} go on and off", "add beeps",
+                          "make {ref} beep instead", "chop {ref} into beeps", "beeping please", "can {ref} beep"),
+                "held_out": ("i'd rather {ref} beeped", "turn {ref} into beeps")},
+    "steady": {"train": ("make {ref} steady", "hold {ref} steady", "stop the beeping", "make {ref} continuous",
+                         "no beeps", "make {ref} one long tone", "steady please", "can {ref} be held"),
+               "held_out": ("i'd rather {ref} held", "turn {ref} into one long note")},
+}
+REVERSE = ("reverse {ref}", "make {ref} go the other way", "the other way", "reverse the direction")
+OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
+# Edits nano cannot make: a text that says what it can do, and no media.
+OUTSIDE_EDITS = {"train": ("make {ref} spin", "make {ref} bigger", "make {ref} smaller", "make {ref} {oc}",
+                           "turn {ref} into a {os}", "add {thing} next to {ref}", "add another {s}", "make {ref} louder",
+                           "make {ref} quieter", "make {ref} faster", "make {ref} slower", "make {ref} 3d",
+                           "make {ref} glow", "make {ref} bounce", "make {ref} longer", "change the background to {c}",
+                           "give {ref} a face", "make {ref} sparkle", "rotate {ref}", "make {ref} transparent",
+                           "put {ref} at the top", "move {ref} to the bottom", "make {ref} go diagonally",
+                           "play {ref} on a piano", "make {ref} a chord", "add some music", "{oc} instead",
+                           "a {os} instead", "make two of them", "add a second {s}"),
+                 "held_out": ("make {ref} twice as big", "flip {ref} upside down", "make {ref} shiny",
+                              "add {thing} behind {ref}")}
+# General knowledge and other tasks, from templates and slots: the model says it does not know (or cannot).
+KNOWLEDGE = {
+    "train": ("what is the capital of {place}", "where is {place}", "who is {person}", "who was {person}",
+              "tell me about {person}", "what is {thing}", "how does {thing} work", "explain {thing}",
+              "what is {n} plus {m}", "what's {n} times {m}", "translate {word} into {lang}",
+              "what's the weather in {place}", "recommend a {item}", "what does {word} mean", "how big is {place}",
+              "when was {person} born", "what language is spoken in {place}", "why is {thing} important",
+              "how do i {task}", "can you help me {task}", "what is the population of {place}",
+              "is {person} still alive", "what do you think of {person}"),
+    "held_out": ("do you know who {person} is", "give me some facts about {place}",
+                 "what can you tell me about {thing}", "how would you describe {place}")}
+CANNOT_DO = {"train": ("tell me a {genre}", "write a {genre} about {topic}", "write me a {genre}",
+                       "sing a song about {topic}", "compose a {genre} about {topic}", "make up a {genre}"),
+             "held_out": ("pen a {genre} about {topic}", "i'd love a {genre} about {topic}")}
+SLOTS = {"place": ("italy", "france", "spain", "germany", "japan", "china", "india", "brazil", "canada", "egypt",
+                   "kenya", "mexico", "australia", "norway", "peru", "london", "tokyo", "new york", "rome", "berlin",
+                   "sydney", "paris", "cairo", "madrid", "the moon", "mars", "europe", "africa", "my town"),
+         "person": ("einstein", "shakespeare", "mozart", "napoleon", "cleopatra", "newton", "the president",
+                    "taylor swift", "leonardo da vinci", "marie curie", "gandhi", "picasso", "the pope", "my teacher",
+                    "elon musk", "beethoven", "the queen", "darwin"),
+         "thing": ("gravity", "the internet", "electricity", "democracy", "a black hole", "dna", "a computer",
+                   "the stock market", "a volcano", "music", "the weather", "a car engine", "money", "sleep", "wifi",
+                   "the sun", "chess", "a rainbow", "love", "the ocean"),
+         "genre": ("joke", "story", "poem", "riddle", "song", "haiku", "limerick", "essay", "letter"),
+         "topic": ("love", "the sea", "cats", "friendship", "summer", "space", "my dog", "the city", "winter"),
+         "lang": ("french", "german", "spanish", "italian", "japanese", "chinese"),
+         "word": ("hello", "thank you", "cat", "love", "serendipity", "goodbye", "house"),
+         "task": ("with my homework", "fix my bike", "learn python", "bake bread", "write an email", "plan a trip",
+                  "tie a tie", "study for a test"),
+         "item": ("book", "movie", "restaurant", "game", "podcast", "song", "recipe"),
+         "n": tuple(str(k) for k in range(2, 13)), "m": tuple(str(k) for k in range(2, 13))}
+GENERIC_ASKS = ("what is this", "what's this", "what is it", "describe this", "tell me about it", "what do we have here",
+                "look at this", "what do you make of this", "can you tell what this is", "any idea what this is")
+# Every trained wording of a question about an item (the held-out side stays QUESTIONS')
+ANY_QUESTIONS = {k: {"train": QUESTIONS[k]["train"] + MORE_QUESTIONS[k]
+                     + (GENERIC_ASKS if k.startswith("describe") else ()), "held_out": QUESTIONS[k]["held_out"]}
+                 for k in QUESTIONS}
+
 
 def _pick(rng, options):
     return options[int(rng.integers(len(options)))]
@@ -1012,9 +1139,13 @@ def _foreign_upload(t: _Talk) -> None:
     m = _pick(t.rng, ("image", "image", "video", "audio"))
     item = t.upload(m)
     t.human(roughen(_pick(t.rng, UPLOAD_ASKS) + _pick(t.rng, ("?", "", ".")), t.rng), item)
+    t.gpt("upload", "foreign_upload", _foreign_says(m, t.rng))
+
+
+def _foreign_says(modality: str, rng) -> str:
     cap = ("I only know single coloured shapes on a plain background, their motions and their notes."
-           if m != "audio" else "I only know the steady or beeping notes of my six colours.")
-    t.gpt("upload", "foreign_upload", _pick(t.rng, UPLOAD_SAYS[m]).format(m=UPLOAD_MARK, cap=cap))
+           if modality != "audio" else "I only know the steady or beeping notes of my six colours.")
+    return _pick(rng, UPLOAD_SAYS[modality]).format(m=UPLOAD_MARK, cap=cap)
 
 
 def _small_talk(t: _Talk, greet: bool = False) -> None:
@@ -1126,9 +1257,172 @@ def _move(t: _Talk, first: bool) -> None:
         _ask(t, t.upload(m, W.random_attributes(m, rng)), upload=True)
 
 
+def _short(t: _Talk) -> None:
+    """A request as most people first type it ("draw a blue star", "play a sound"): what it leaves out is the
+    default; or, in the same short frames, something nano cannot make."""
+    rng = t.rng
+    m = _pick(rng, MODALITIES)
+    if rng.uniform() < 0.35:
+        return _short_outside(t, m)
+    attrs = W.random_attributes(m, rng)
+    named = {a for a in W.ATTRIBUTES[m] if rng.uniform() < 0.5}
+    attrs.update({a: DEFAULTS[a] for a in W.ATTRIBUTES[m] if a not in named})
+    if not named:
+        text = _pick(rng, BARE_FRAMES[m]).format(o=_pick(rng, BARE[m]))
+    else:
+        frame = _side(SHORT_FRAMES[m], t.phrasing, rng, always=True)
+        obj = (object_phrase(m, attrs, t.phrasing, rng) if named == set(W.ATTRIBUTES[m])
+               else partial_object(m, attrs, named, t.phrasing, rng))
+        if m == "audio" and "rhythm" in named and rng.uniform() < 0.4:
+            noun = _pick(rng, RHYTHM_NOUNS[attrs["rhythm"]])
+            obj = f"{_article(noun)} {attrs['colour'] + ' ' if 'colour' in named else ''}{noun}"
+        text = frame.format(o=obj)
+    t.human(roughen(text + _pick(rng, ("", "", ".", "!", "?")), rng))
+    t.gpt("media", "defaults", say_made(m, attrs, rng), [(m, attrs, "")])
+
+
+def _short_outside(t: _Talk, m: str) -> None:
+    rng = t.rng
+    c, s, oc, os_ = (_pick(rng, tuple(W.COLOURS)), _pick(rng, W.SHAPES), _pick(rng, OTHER_COLOURS),
+                     _pick(rng, OTHER_SHAPES))
+    if m == "audio":
+        obj = _pick(rng, (*OTHER_SOUNDS, f"the {oc} note", f"{_article(oc)} {oc} tone", "music", "a song",
+                          "a melody", f"a {c} chord", "a chord", "a drum roll", "my ringtone"))
+    else:
+        obj = _pick(rng, (f"{_article(oc)} {oc} {s}", f"a {c} {os_}", f"{_article(os_)} {os_}", _pick(rng, OTHER_THINGS),
+                          f"two {c} {s}s", f"a {c} {s} and a {_pick(rng, W.SHAPES)}", f"some {s}s",
+                          f"{_article(oc)} {oc} one", f"a {c} {s} {_pick(rng, OTHER_MOTIONS)}" if m == "video"
+                          else f"a {c} {s} at the top"))
+    t.human(roughen(_side(SHORT_FRAMES[m], t.phrasing, rng, always=True).format(o=obj)
+                    + _pick(rng, ("", "", ".", "!", "?")), rng))
+    t.gpt("capability", "outside", _pick(rng, CANNOT) + CAPABILITIES)
+
+
+def _refer_to(t: _Talk, item: dict) -> None:
+    """The conversation's item into another medium, by reference ("animate it", "play its note")."""
+    rng = t.rng
+    src = item["modality"]
+    dst = _pick(rng, [d for d in MODALITIES if d != src])
+    attrs = {**W.random_attributes(dst, rng), "colour": item["attributes"]["colour"]}
+    table = REFER_FROM_SOUND[dst] if src == "audio" else REFER[dst]
+    frame = _side(table, t.phrasing, rng, always=True)
+    if "shape" in attrs:
+        if src != "audio":
+            attrs["shape"] = item["attributes"]["shape"]
+        elif "{s}" not in frame:
+            attrs["shape"] = DEFAULTS["shape"]
+    tail = {"image": "position", "video": "direction", "audio": "rhythm"}[dst]
+    if not any(f"{{{k}}}" in frame for k in ("pos", "dir", "r", "rr")):
+        attrs[tail] = DEFAULTS[tail]
+    slots = _words(dst, attrs, t.phrasing, rng)
+    text = frame.format(ref=_refer(t, item), **slots).replace("  ", " ")
+    t.human(roughen(_pick(rng, ("", "", "now ", "ok, ", "great, ", "and ")) + text + _pick(rng, ("", "", ".", "?", "!")),
+                    rng))
+    t.gpt("media", "refer", say_made(dst, attrs, rng), [(dst, attrs, "")])
+
+
+def _plain_edit(t: _Talk, item: dict) -> None:
+    """An edit in plainer words; or one nano cannot make, answered with what it can do."""
+    rng = t.rng
+    m, attrs = item["modality"], dict(item["attributes"])
+    ref = _refer(t, item)
+    if rng.uniform() < 0.35:
+        w = {"ref": ref, "c": _pick(rng, tuple(W.COLOURS)), "s": attrs.get("shape", "circle"),
+             "oc": _pick(rng, OTHER_COLOURS), "os": _pick(rng, OTHER_SHAPES), "thing": _pick(rng, OTHER_THINGS)}
+        t.human(roughen(_side(OUTSIDE_EDITS, t.phrasing, rng, always=True).format(**w), rng))
+        t.gpt("capability", "outside", _pick(rng, CANNOT) + CAPABILITIES)
+        return
+    name = _pick(rng, W.ATTRIBUTES[m])
+    old = attrs[name]
+    attrs[name] = _pick(rng, [v for v in W.VALUES[name] if v != old])
+    if name == "direction" and attrs[name] == OPPOSITE[old] and rng.uniform() < 0.4:
+        text = _pick(rng, REVERSE)
+    else:
+        text = _side(PLAIN_EDITS[attrs[name] if name == "rhythm" else name], t.phrasing, rng, always=True)
+    w = {"ref": ref, "c": _pick(rng, COLOUR_WORDS[attrs["colour"]]), "s": _pick(rng, SHAPE_WORDS[attrs["shape"]])
+         if "shape" in attrs else "", "d": attrs.get("direction", ""),
+         "to": _pick(rng, MOVE_TO_WORDS[attrs["position"]]) if "position" in attrs else ""}
+    t.human(roughen(_pick(rng, ("", "", "now ", "ok, ", "hmm, ", "no, ")) + text.format(**w)
+                    + _pick(rng, ("", "", ".", "!", " please")), rng))
+    t.gpt("media", "edit", _pick(rng, EDITED).format(np=noun_phrase(m, attrs)), [(m, attrs, "")])
+
+
+def _plain_talk(t: _Talk, exchange) -> None:
+    """An item made (often by a short request) or uploaded, then one to three turns of `exchange` on the
+    conversation's items, with a question to the model or a new request in between now and then."""
+    rng = t.rng
+    if rng.uniform() < 0.7:
+        _short(t) if rng.uniform() < 0.4 else _make(t, _pick(rng, MODALITIES))
+    else:
+        m = _pick(rng, MODALITIES)
+        _ask(t, t.upload(m, W.random_attributes(m, rng)), upload=True)
+    for _ in range(int(rng.integers(1, 4))):
+        held = [h for h in t.held if h.get("attributes")]
+        if not held:
+            _short(t)
+            continue
+        u = rng.uniform()
+        item = held[-1] if rng.uniform() < 0.75 else _pick(rng, held)
+        if u < 0.7:
+            exchange(t, item)
+        elif u < 0.85 and held[-1].get("made"):
+            _own_ask(t, held[-1])
+        else:
+            _short(t)
+
+
+def _any_upload(t: _Talk) -> None:
+    """Any question, in any of the trained wordings, about an upload of the world or from outside it; or, with
+    nothing attached, a question about an attachment that is not there."""
+    rng = t.rng
+    u = rng.uniform()
+    greet = _pick(rng, GREETINGS)
+    if u < 0.2:
+        text = greet + (_pick(rng, GENERIC_ASKS) if rng.uniform() < 0.5 else
+                        _side(NOTHING_ASKS, t.phrasing, rng, always=True))
+        t.human(roughen(text + _pick(rng, ("?", "", ".")), rng))
+        t.gpt("capability", "small_talk", _pick(rng, NOTHING_SAYS) + CAPABILITIES)
+    elif u < 0.6:
+        m = _pick(rng, MODALITIES)
+        item = t.upload(m, W.random_attributes(m, rng))
+        _ask(t, item, upload=True, questions=ANY_QUESTIONS)
+        t.turns[-2]["value"] = greet + t.turns[-2]["value"]
+    else:
+        m = _pick(rng, ("image", "image", "video", "audio"))
+        kind = _pick(rng, (*W.ATTRIBUTES[m], "describe", "describe", "generic"))
+        if kind == "generic":
+            q = roughen(_pick(rng, GENERIC_ASKS) + _pick(rng, ("?", "", ".")), rng)
+        else:
+            qk = ("describe_audio" if m == "audio" else "describe") if kind == "describe" else _question_kind(kind, m)
+            q = question(qk, m, t.phrasing, rng, ANY_QUESTIONS)
+        t.human(greet + q, t.upload(m))
+        t.gpt("upload", "foreign_upload", _foreign_says(m, rng))
+    if rng.uniform() < 0.4:
+        _move(t, first=u >= 0.6 or not t.held)
+
+
+def _knowledge(t: _Talk) -> None:
+    """General knowledge, or a task nano cannot do, filled in from slots: it says so, and what it can do."""
+    rng = t.rng
+    if rng.uniform() < 0.4:
+        _move(t, first=True)
+    cannot = rng.uniform() < 0.3
+    frame = _side(CANNOT_DO if cannot else KNOWLEDGE, t.phrasing, rng, always=True)
+    text = frame.format(**{k: _pick(rng, v) for k, v in SLOTS.items()})
+    t.human(roughen(_pick(rng, ("", "", "hey, ", "ok, ", "so ", "quick question: ", "hi, ")) + text
+                    + _pick(rng, ("?", "?", "", "!", ".")), rng))
+    t.gpt("capability", "outside", _pick(rng, CANNOT if cannot else DONT_KNOW) + CAPABILITIES)
+    if rng.uniform() < 0.4:
+        _move(t, first=False)
+
+
 # The follow-ups train in stage 6 only (`NanoStages`).
 FOLLOW_UPS = ("defaults", "followup", "asks", "general")
-TALK_TASKS = ("single", "conversation", "outside", "foreign_upload", "small_talk", *FOLLOW_UPS)
+# Plain talk trains in stage 7 only.
+PLAIN_TALK = {"short": lambda t: [_short(t) for _ in range(int(t.rng.integers(1, 4)))],
+              "refer": lambda t: _plain_talk(t, _refer_to), "edits": lambda t: _plain_talk(t, _plain_edit),
+              "any_upload": _any_upload, "knowledge": _knowledge}
+TALK_TASKS = ("single", "conversation", "outside", "foreign_upload", "small_talk", *FOLLOW_UPS, *PLAIN_TALK)
 # task -> (exchange, chance of one before, chance of one after, whether the one after starts afresh)
 _EDGES = {"outside": (_outside, 0.4, 0.5, False), "foreign_upload": (_foreign_upload, 0.3, 0.4, True),
           "defaults": (_defaults, 0.3, 0.3, False), "general": (_general, 0.4, 0.4, False)}
@@ -1149,6 +1443,8 @@ def _dialogue(index: int, split: str, phrasing: str, task: str, rng, pools) -> d
         _followup(t)
     elif task == "asks":
         _asks(t)
+    elif task in PLAIN_TALK:
+        PLAIN_TALK[task](t)
     elif task in _EDGES:  # the edge of the world, maybe after and before an ordinary exchange
         edge, before, after, fresh = _EDGES[task]
         if rng.uniform() < before:
@@ -1248,16 +1544,19 @@ def _render_pools(world_dir: Path, split: str, seed: int, counts: dict, log) -> 
 # talk stages, on a model pretrained without it, garbled the replies' openings: docs/nano.md).
 DEFAULT_COUNTS = {
     "train": {"dialogues": 16000, "small_talk": 1500, "defaults": 3000, "followup": 2500, "asks": 2500,
-              "general": 1500, "varied": {"image": 1500, "video": 500, "audio": 700},
+              "general": 1500, "short": 4000, "refer": 3000, "edits": 3000,
+              "any_upload": 3000, "knowledge": 2000, "varied": {"image": 1500, "video": 500, "audio": 700},
               "foreign": {"image": 500, "video": 150, "audio": 250}},
     "test": {"dialogues": 1200, "small_talk": 120, "defaults": 120, "followup": 120, "asks": 120,
-             "general": 120, "varied": {"image": 150, "video": 60, "audio": 80},
+             "general": 120, "short": 120, "refer": 120, "edits": 120, "any_upload": 120, "knowledge": 120,
+             "varied": {"image": 150, "video": 60, "audio": 80},
              "foreign": {"image": 60, "video": 25, "audio": 35}},
 }
 TASK_SHARES = {"single": 0.45, "conversation": 0.35, "outside": 0.12, "foreign_upload": 0.08}
 # Tasks written after those of TASK_SHARES, each from its own random stream, so adding one leaves the others as
 # they were (stage 6 trains on the follow-ups that stages 4 and 5 leave out: `NanoStages`).
-APPENDED_TASKS = {"small_talk": 10, "defaults": 13, "followup": 14, "asks": 15, "general": 16}
+APPENDED_TASKS = {"small_talk": 10, "defaults": 13, "followup": 14, "asks": 15, "general": 16, "short": 17,
+                  "refer": 18, "edits": 19, "any_upload": 20, "knowledge": 21}
 
 
 def generate(world_dir, seed: int = 0, counts: dict | None = None, log=print) -> dict:
