@@ -24,6 +24,9 @@ What it adds
   you use?"); uploads are asked about in more ways (`MORE_QUESTIONS`, whose held-out side is `QUESTIONS`'s);
   general-knowledge questions, some in the world's own words ("what colour is the sky?"), get "I don't know" and
   what nano can do.
+* **Plain talk** (not trained yet: docs/nano.md). Requests as first typed, in the same short frames for what nano
+  can and cannot make (`SHORT_FRAMES`); items of the conversation taken into another medium by reference (`REFER`);
+  plainer edits and edits nano cannot make; any question about any upload; general knowledge from templates.
 * **Uploads as people make them.** World items rendered at other sizes and aspects, on white, grey or tinted
   backgrounds, off-centre, as PNG or JPEG; sounds at other sample rates, mono or stereo, pure sines or richer
   timbres, other loudness, lengths and beep rates; videos at other sizes, frame rates and lengths.
