@@ -206,7 +206,7 @@ def test_more_questions_keep_the_held_out_wording_held_out():
 
 
 def test_plain_talk_words_decide_and_items_carry_over():
-    """Stage 7's plain talk: short requests for what nano can make get it (the rest defaulted) and, in the same
+    """Plain talk: short requests for what nano can make get it (the rest defaulted) and, in the same
     frames, what it cannot gets the text that says what it can; an item taken into another medium keeps its colour;
     edits nano cannot make get that text too; held-out wording stays out of the trained side."""
     pools = talk.stand_in_pools()

@@ -161,6 +161,7 @@ FRAMES = {
 PREFIXES = ("", "", "", "please ", "can you ", "could you ", "would you ", "hey, ", "hi! ", "ok, ", "now ",
             "i'd like you to ", "go ahead and ", "hello, please ", "please could you ")
 SUFFIXES = ("", "", ".", ".", "!", "?", " please", " for me", ", thanks", " please.", " thank you!")
+SHORT_ENDS = ("", "", ".", "!", "?")  # how a short request ends
 # Attribute questions about an item. {n}: its medium noun with "this"/"the"; answers name only what was asked.
 QUESTIONS = {
     "colour": {"train": ("what colour is it", "what color is the shape", "which colour is {n}", "tell me the colour",
@@ -337,6 +338,7 @@ UPLOAD_ASKS = ("what is this", "describe this", "what do you see", "what is in t
 # Requests that leave out the colour, the shape, where it is, how it moves or how the tone goes: the model makes the
 # default and names it ("draw a star" -> "Here is a blue star in the centre:").
 DEFAULTS = {"colour": "blue", "shape": "circle", "position": "centre", "direction": "right", "rhythm": "steady"}
+TAIL = {"image": "position", "video": "direction", "audio": "rhythm"}  # the attribute after colour and shape
 # What such a request names, and how often: leaving out the position, motion or rhythm is the most common.
 NAMED = {"image": {("colour", "shape"): 5, ("colour", "position"): 1, ("shape", "position"): 1.5, ("colour",): 1,
                    ("shape",): 1.5},
@@ -426,7 +428,7 @@ GENERAL = {
 ASK_QUESTIONS = {k: {"train": v, "held_out": QUESTIONS[k]["held_out"]} for k, v in MORE_QUESTIONS.items()}
 GREETINGS = ("", "", "hi, ", "hello! ", "hi there, ", "hey, ", "ok ", "hello, ")
 
-# Plain talk (stage 7): requests as most people first type them, in the same short frames for what nano can and
+# Plain talk (not trained yet: docs/nano.md): requests as most people first type them, in the same short frames for what nano can and
 # cannot make, so that the words decide and not the frame; items of the conversation taken into another medium or
 # edited in plainer words, or in ways nano cannot; any question about any upload; general knowledge of every kind.
 SHORT_FRAMES = {
@@ -629,7 +631,7 @@ def partial_object(modality: str, attrs: dict, named: set, phrasing: str, rng) -
         else:
             text = "{a} " + noun
         return _fill(text, slots, rng)
-    tail = {"image": "position", "video": "direction"}[modality]
+    tail = TAIL[modality]
     if {"colour", "shape"} <= named:
         text = _side(PLAIN_OBJECTS[modality if tail not in named else "image"], phrasing, rng)
     elif "colour" in named:
@@ -661,7 +663,7 @@ def request(modality: str, attrs: dict, phrasing: str, rng, named: set | None = 
         modality, attrs, named, phrasing, rng)
     text = frame.format(o=obj, n=f"{_article(noun)} {noun}")
     if short:
-        return roughen(text + _pick(rng, ("", "", ".", "!", "?")), rng)
+        return roughen(text + _pick(rng, SHORT_ENDS), rng)
     return roughen(_prefix(frame, rng) + text + _pick(rng, SUFFIXES), rng)
 
 
@@ -1005,8 +1007,8 @@ def _make(t: _Talk, modality: str, attrs: dict | None = None, text: str | None =
     return attrs
 
 
-def _ask(t: _Talk, item: dict, upload: bool, questions: dict = QUESTIONS) -> None:
-    """A question about one attribute (or a description) of `item`; answered in text."""
+def _ask(t: _Talk, item: dict, upload: bool, questions: dict = QUESTIONS, lead: str = "") -> None:
+    """A question about one attribute (or a description) of `item`, after `lead` (a greeting); answered in text."""
     m, attrs = item["modality"], item["attributes"]
     kind = _pick(t.rng, (*W.ATTRIBUTES[m], "describe"))
     if kind == "describe":
@@ -1015,7 +1017,7 @@ def _ask(t: _Talk, item: dict, upload: bool, questions: dict = QUESTIONS) -> Non
     else:
         qk = _question_kind(kind, m)
         q, reply, asks = question(qk, m, t.phrasing, t.rng, questions), answer(qk, attrs, t.rng), (kind,)
-    t.human(q, item if upload else None)
+    t.human(lead + q, item if upload else None)
     move = f"{m[0]}2t" if upload else "own_question" if item.get("made") else "upload_question"
     t.gpt("answer", move, reply, asks=asks, about=item)
 
@@ -1280,7 +1282,7 @@ def _short(t: _Talk) -> None:
             noun = _pick(rng, RHYTHM_NOUNS[attrs["rhythm"]])
             obj = f"{_article(noun)} {attrs['colour'] + ' ' if 'colour' in named else ''}{noun}"
         text = frame.format(o=obj)
-    t.human(roughen(text + _pick(rng, ("", "", ".", "!", "?")), rng))
+    t.human(roughen(text + _pick(rng, SHORT_ENDS), rng))
     t.gpt("media", "defaults", say_made(m, attrs, rng), [(m, attrs, "")])
 
 
@@ -1297,7 +1299,7 @@ def _short_outside(t: _Talk, m: str) -> None:
                           f"{_article(oc)} {oc} one", f"a {c} {s} {_pick(rng, OTHER_MOTIONS)}" if m == "video"
                           else f"a {c} {s} at the top"))
     t.human(roughen(_side(SHORT_FRAMES[m], t.phrasing, rng, always=True).format(o=obj)
-                    + _pick(rng, ("", "", ".", "!", "?")), rng))
+                    + _pick(rng, SHORT_ENDS), rng))
     t.gpt("capability", "outside", _pick(rng, CANNOT) + CAPABILITIES)
 
 
@@ -1314,7 +1316,7 @@ def _refer_to(t: _Talk, item: dict) -> None:
             attrs["shape"] = item["attributes"]["shape"]
         elif "{s}" not in frame:
             attrs["shape"] = DEFAULTS["shape"]
-    tail = {"image": "position", "video": "direction", "audio": "rhythm"}[dst]
+    tail = TAIL[dst]
     if not any(f"{{{k}}}" in frame for k in ("pos", "dir", "r", "rr")):
         attrs[tail] = DEFAULTS[tail]
     slots = _words(dst, attrs, t.phrasing, rng)
@@ -1388,8 +1390,7 @@ def _any_upload(t: _Talk) -> None:
     elif u < 0.6:
         m = _pick(rng, MODALITIES)
         item = t.upload(m, W.random_attributes(m, rng))
-        _ask(t, item, upload=True, questions=ANY_QUESTIONS)
-        t.turns[-2]["value"] = greet + t.turns[-2]["value"]
+        _ask(t, item, upload=True, questions=ANY_QUESTIONS, lead=greet)
     else:
         m = _pick(rng, ("image", "image", "video", "audio"))
         kind = _pick(rng, (*W.ATTRIBUTES[m], "describe", "describe", "generic"))
@@ -1421,7 +1422,7 @@ def _knowledge(t: _Talk) -> None:
 
 # The follow-ups train in stage 6 only (`NanoStages`).
 FOLLOW_UPS = ("defaults", "followup", "asks", "general")
-# Plain talk trains in stage 7 only.
+# Plain talk: every stage leaves it out for now (`NanoStages`).
 PLAIN_TALK = {"short": lambda t: [_short(t) for _ in range(int(t.rng.integers(1, 4)))],
               "refer": lambda t: _plain_talk(t, _refer_to), "edits": lambda t: _plain_talk(t, _plain_edit),
               "any_upload": _any_upload, "knowledge": _knowledge}

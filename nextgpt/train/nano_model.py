@@ -34,8 +34,8 @@ from .common import folder_hash, parse_config
 from .stages import StageConfig, train, widen_lora
 
 
-_SKIP_PLAIN_TALK = ",".join(f"{task}=0" for task in talk.PLAIN_TALK)  # not trained yet
-_SKIP_FOLLOW_UPS = ",".join(f"{task}=0" for task in talk.FOLLOW_UPS) + "," + _SKIP_PLAIN_TALK  # and 4-5 these
+_SKIP_PLAIN_TALK = ",".join(f"{task}=0" for task in talk.PLAIN_TALK)  # every stage leaves it out, for now
+_SKIP_FOLLOW_UPS = ",".join(f"{task}=0" for task in talk.FOLLOW_UPS) + "," + _SKIP_PLAIN_TALK  # stages 4-5
 
 
 @dataclass
