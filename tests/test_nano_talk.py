@@ -239,3 +239,26 @@ def test_plain_talk_words_decide_and_items_carry_over():
             for p in records}
     assert not [(h.pattern, t) for h in held_out for t in said["in"] if h.search(t)]
     assert sum(any(h.search(t) for t in said["held_out"]) for h in held_out) > 0.6 * len(held_out)
+
+
+def test_any_upload_wording_never_tells_a_foreign_upload_from_a_world_one():
+    """Any question about an upload is asked of world and foreign uploads alike, so only the upload itself can tell
+    the model which it is; a world upload asked "what is this?" gets its description."""
+    pools = talk.stand_in_pools()
+    asked = {True: [], False: []}  # foreign? -> the questions
+    for i in range(2000):
+        r = talk._dialogue(i, "test", "in", "any_upload", np.random.default_rng([7, i]), pools)
+        turns = r["conversation"]
+        if not turns[0]["media"]:
+            continue
+        foreign = turns[1]["kind"] == "upload"
+        asked[foreign].append(turns[0]["value"].lower())
+        if not foreign and turns[0]["value"].lower().rstrip("?. ").endswith(talk.LOOK_ASKS):
+            attrs = {it[f"{m}_name"]: it["attributes"] for m in talk.MODALITIES for it in r[f"{m}_list"]}
+            said = oracles.caption_attributes(turns[1]["value"])
+            assert said == {a: v for a, v in attrs[turns[0]["media"][0]["name"]].items() if a in said}
+            assert len(said) >= 2, turns[1]["value"]  # a description: the colour and more
+    assert 0.3 < len(asked[True]) / (len(asked[True]) + len(asked[False])) < 0.5
+    for looks in (("what is this", "what's this", "what is it"), ("describe", "tell me about"), ("colour", "note")):
+        share = [sum(any(w in q for w in looks) for q in asked[f]) / len(asked[f]) for f in (True, False)]
+        assert 0.75 < share[0] / share[1] < 1.33, (looks, share)

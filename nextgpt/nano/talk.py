@@ -550,6 +550,9 @@ SLOTS = {"place": ("italy", "france", "spain", "germany", "japan", "china", "ind
          "n": tuple(str(k) for k in range(2, 13)), "m": tuple(str(k) for k in range(2, 13))}
 GENERIC_ASKS = ("what is this", "what's this", "what is it", "describe this", "tell me about it", "what do we have here",
                 "look at this", "what do you make of this", "can you tell what this is", "any idea what this is")
+# How people ask about an upload without naming what they want to know: a world upload gets its description
+LOOK_ASKS = GENERIC_ASKS + ("what do you see", "what is in this picture", "what's going on here", "tell me about this",
+                            "what do you hear", "what is this sound")
 # Every trained wording of a question about an item (the held-out side stays QUESTIONS')
 ANY_QUESTIONS = {k: {"train": QUESTIONS[k]["train"] + MORE_QUESTIONS[k]
                      + (GENERIC_ASKS if k.startswith("describe") else ()), "held_out": QUESTIONS[k]["held_out"]}
@@ -708,8 +711,10 @@ def describe(modality: str, attrs: dict, rng) -> str:
 
 
 def _question_kind(attribute: str, modality: str) -> str:
-    """The question table's key for an attribute: a sound's colour is asked about as its note's."""
-    return "colour_audio" if (attribute == "colour" and modality == "audio") else attribute
+    """The question table's key for an attribute (or "describe"): a sound's colour and description are its note's."""
+    if modality == "audio" and attribute in ("colour", "describe"):
+        return attribute + "_audio"
+    return attribute
 
 
 def answer(kind: str, attrs: dict, rng) -> str:
@@ -1009,15 +1014,19 @@ def _make(t: _Talk, modality: str, attrs: dict | None = None, text: str | None =
 
 def _ask(t: _Talk, item: dict, upload: bool, questions: dict = QUESTIONS, lead: str = "") -> None:
     """A question about one attribute (or a description) of `item`, after `lead` (a greeting); answered in text."""
-    m, attrs = item["modality"], item["attributes"]
+    m = item["modality"]
     kind = _pick(t.rng, (*W.ATTRIBUTES[m], "describe"))
+    _answer(t, item, kind, lead + question(_question_kind(kind, m), m, t.phrasing, t.rng, questions), upload)
+
+
+def _answer(t: _Talk, item: dict, kind: str, q: str, upload: bool) -> None:
+    """The user asks `q` about `kind` of `item` (an attribute, or "describe"); the model answers in text."""
+    m, attrs = item["modality"], item["attributes"]
     if kind == "describe":
-        q, reply, asks = question("describe_audio" if m == "audio" else "describe", m, t.phrasing, t.rng,
-                                  questions), describe(m, attrs, t.rng), W.ATTRIBUTES[m]
+        reply, asks = describe(m, attrs, t.rng), W.ATTRIBUTES[m]
     else:
-        qk = _question_kind(kind, m)
-        q, reply, asks = question(qk, m, t.phrasing, t.rng, questions), answer(qk, attrs, t.rng), (kind,)
-    t.human(lead + q, item if upload else None)
+        reply, asks = answer(_question_kind(kind, m), attrs, t.rng), (kind,)
+    t.human(q, item if upload else None)
     move = f"{m[0]}2t" if upload else "own_question" if item.get("made") else "upload_question"
     t.gpt("answer", move, reply, asks=asks, about=item)
 
@@ -1377,32 +1386,33 @@ def _plain_talk(t: _Talk, exchange) -> None:
 
 
 def _any_upload(t: _Talk) -> None:
-    """Any question, in any of the trained wordings, about an upload of the world or from outside it; or, with
+    """Any question, in any trained wording, about an upload: one of the world's (three in five) or one from outside
+    it (two in five), drawn after the question so that only the upload, never the wording, tells which; or, with
     nothing attached, a question about an attachment that is not there."""
     rng = t.rng
     u = rng.uniform()
     greet = _pick(rng, GREETINGS)
+    foreign = False
     if u < 0.2:
         text = greet + (_pick(rng, GENERIC_ASKS) if rng.uniform() < 0.5 else
                         _side(NOTHING_ASKS, t.phrasing, rng, always=True))
         t.human(roughen(text + _pick(rng, ("?", "", ".")), rng))
         t.gpt("capability", "small_talk", _pick(rng, NOTHING_SAYS) + CAPABILITIES)
-    elif u < 0.6:
-        m = _pick(rng, MODALITIES)
-        item = t.upload(m, W.random_attributes(m, rng))
-        _ask(t, item, upload=True, questions=ANY_QUESTIONS, lead=greet)
     else:
-        m = _pick(rng, ("image", "image", "video", "audio"))
-        kind = _pick(rng, (*W.ATTRIBUTES[m], "describe", "describe", "generic"))
-        if kind == "generic":
-            q = roughen(_pick(rng, GENERIC_ASKS) + _pick(rng, ("?", "", ".")), rng)
+        m = _pick(rng, MODALITIES)
+        kind = _pick(rng, (*W.ATTRIBUTES[m], "describe", "describe"))
+        if kind == "describe" and rng.uniform() < 0.5:
+            q = roughen(_pick(rng, LOOK_ASKS) + _pick(rng, ("?", "", ".")), rng)
         else:
-            qk = ("describe_audio" if m == "audio" else "describe") if kind == "describe" else _question_kind(kind, m)
-            q = question(qk, m, t.phrasing, rng, ANY_QUESTIONS)
-        t.human(greet + q, t.upload(m))
-        t.gpt("upload", "foreign_upload", _foreign_says(m, rng))
+            q = question(_question_kind(kind, m), m, t.phrasing, rng, ANY_QUESTIONS)
+        foreign = rng.uniform() < 0.4
+        if foreign:
+            t.human(greet + q, t.upload(m))
+            t.gpt("upload", "foreign_upload", _foreign_says(m, rng))
+        else:
+            _answer(t, t.upload(m, W.random_attributes(m, rng)), kind, greet + q, upload=True)
     if rng.uniform() < 0.4:
-        _move(t, first=u >= 0.6 or not t.held)
+        _move(t, first=foreign or not t.held)
 
 
 def _knowledge(t: _Talk) -> None:
@@ -1412,7 +1422,11 @@ def _knowledge(t: _Talk) -> None:
         _move(t, first=True)
     cannot = rng.uniform() < 0.3
     frame = _side(CANNOT_DO if cannot else KNOWLEDGE, t.phrasing, rng, always=True)
-    text = frame.format(**{k: _pick(rng, v) for k, v in SLOTS.items()})
+    fill = {k: _pick(rng, v) for k, v in SLOTS.items()}
+    if rng.uniform() < 0.5:  # names as people type them, capitalised
+        fill.update({k: fill[k] if fill[k].startswith(("the ", "my ")) else fill[k].title()
+                     for k in ("place", "person")})
+    text = frame.format(**fill)
     t.human(roughen(_pick(rng, ("", "", "hey, ", "ok, ", "so ", "quick question: ", "hi, ")) + text
                     + _pick(rng, ("?", "?", "", "!", ".")), rng))
     t.gpt("capability", "outside", _pick(rng, CANNOT if cannot else DONT_KNOW) + CAPABILITIES)
@@ -1422,7 +1436,7 @@ def _knowledge(t: _Talk) -> None:
 
 # The follow-ups train in stage 6 only (`NanoStages`).
 FOLLOW_UPS = ("defaults", "followup", "asks", "general")
-# Plain talk: every stage leaves it out for now (`NanoStages`).
+# Plain talk trains in stage 7 alone (`NanoStages`).
 PLAIN_TALK = {"short": lambda t: [_short(t) for _ in range(int(t.rng.integers(1, 4)))],
               "refer": lambda t: _plain_talk(t, _refer_to), "edits": lambda t: _plain_talk(t, _plain_edit),
               "any_upload": _any_upload, "knowledge": _knowledge}

@@ -16,7 +16,7 @@ explains its recipe):
     world8k  python -m nextgpt.nano.world data/nano-world-8k --seed 0 --dialogues 8000 --questions 12000
     samplers python -m bench.samplers --world data/nano-world-8k --save   each decoder's faster sampler
     talk     python -m nextgpt.nano.talk data/nano-world-8k --seed 0     free wording, conversations, edges
-    model    python -m nextgpt.train.nano_model        stages 1-6 on the parts above -> assets/nano
+    model    python -m nextgpt.train.nano_model        stages 1-7 on the parts above -> assets/nano
 """
 
 from __future__ import annotations
