@@ -111,6 +111,8 @@ class GenerationConfig:
     signal_hidden: str = "aligned"
     # The released demo gives every text chunk of the prompt its own BOS; training did not.
     bos_per_segment: bool = False
+    # The model sees only the last N user turns (None: all), e.g. the longest conversation it was trained on.
+    max_history_turns: int | None = None
 
 
 @dataclass

@@ -73,6 +73,14 @@ def _parts(content: list[Part]) -> list[Segment]:
     return out
 
 
+def recent(messages: list[Message], turns: int | None) -> list[Message]:
+    """The last `turns` user turns and what follows them (all of them when `turns` is None)."""
+    users = [i for i, m in enumerate(messages) if m.role == "user"]
+    if turns is None or len(users) <= turns:
+        return messages
+    return messages[users[-turns]:]
+
+
 def build_prompt(messages: list[Message], style: str = "joined") -> list[Segment]:
     """The whole conversation as segments, ending with the open `\\n### Assistant:` the model continues.
 

@@ -21,7 +21,7 @@ from transformers.generation.stopping_criteria import StopStringCriteria
 
 from . import checkpoint as ckpt
 from .config import MODALITIES, NextGPTConfig, locate
-from .conversation import MEDIA_SLOT, MediaSegment, Message, Segment, TextSegment, build_prompt
+from .conversation import MEDIA_SLOT, MediaSegment, Message, Segment, TextSegment, build_prompt, recent
 from .decoders import DecoderError, Decoders
 from .encoder import Encoder
 from .events import ChatResult, MediaFailed, MediaProgress, MediaReady, SignalDetected, TextDelta
@@ -356,7 +356,8 @@ class NextGPT(nn.Module):
         seed = new_seed() if seed is None else int(seed)  # the turn's one seed; each medium's is derived from it
         cancel = cancel or threading.Event()
         with self._lock:
-            prompt = self.embed_prompt(build_prompt(messages, self.config.llm.tokenization))
+            prompt = self.embed_prompt(build_prompt(recent(messages, gen_cfg.max_history_turns),
+                                                    self.config.llm.tokenization))
             processor = SignalRunLogitsProcessor(
                 self.signal_ids,
                 never=self.media_ids,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from .conversation import Message
+from .conversation import Message, recent
 from .media import Media, MediaError, MediaLimits, guess_modality
 
 
@@ -184,9 +184,7 @@ class ChatService:
 
     def context(self, messages: list[Message]) -> list[Message]:
         """The last `max_history_turns` turns, always starting with a user message."""
-        users = [i for i, m in enumerate(messages) if m.role == "user"]
-        keep = users[-self.limits.max_history_turns :]
-        return messages[keep[0] :] if keep else messages
+        return recent(messages, self.limits.max_history_turns)
 
     def chat(self, messages: list[Message], **options) -> Iterator:
         """`NextGPT.chat` over the recent context (the model runs one request at a time)."""

@@ -131,6 +131,20 @@ def test_user_text_with_tags_stays_text(tiny_model, monkeypatch):
     _result(_events(tiny_model, [Message("user", text)], seed=0, output="text", max_new_tokens=8))
 
 
+def test_the_model_sees_its_last_turns_only(tiny_model, monkeypatch):
+    """`generation.max_history_turns` keeps the last N user turns of the conversation in the prompt."""
+    import nextgpt.model as model_module
+
+    seen = []
+    monkeypatch.setattr(model_module, "build_prompt", lambda msgs, style: seen.append(msgs) or build_prompt(msgs, style))
+    history = [Message("user", "one"), Message("assistant", "a"), Message("user", "two"), Message("assistant", "b"),
+               Message("user", "three")]
+    for turns, kept in ((2, history[2:]), (1, history[4:]), (None, history), (5, history)):
+        monkeypatch.setattr(tiny_model.config.generation, "max_history_turns", turns)
+        _result(_events(tiny_model, history, seed=0, output="text", max_new_tokens=2))
+        assert seen[-1] == kept
+
+
 # --- checkpoints -----------------------------------------------------------------------------------------------
 
 

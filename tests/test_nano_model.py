@@ -97,6 +97,18 @@ def test_text_only_question_gets_no_media(nano, tmp_path):
     assert not _ask(nano, tmp_path, picture, "What colour is the shape?").media
 
 
+def test_nano_sees_as_many_turns_as_its_longest_training_conversation():
+    """Past the talk's longest dialogues nano loses track, so it sees no more turns than those; and every turn of
+    them, so a reference to the first item of a conversation still reaches it."""
+    from nextgpt.nano import talk
+
+    pools = talk.stand_in_pools()
+    longest = max(sum(t["from"] == "human" for t in talk._dialogue(i, "train", "in", task, np.random.default_rng([8, i]),
+                                                                    pools)["conversation"])
+                  for task in talk.TALK_TASKS for i in range(150))
+    assert longest == NextGPTConfig.load(SHIPPED["nano"] / "config.json").generation.max_history_turns == 6
+
+
 def test_recipe_widens_the_lora_before_stage_3_only(tmp_path, monkeypatch):
     trained, widened = [], []
     monkeypatch.setattr(nano_model, "train", lambda cfg: trained.append(cfg))

@@ -125,8 +125,9 @@ def nano_config(folder: Path) -> NextGPTConfig:
                                    audio.get("guidance_fraction", 1.0), audio_length_s=audio["audio_length_in_s"],
                                    sample_rate=16000),
         },
-        # 160: the answer that says what nano can do is about 115 tokens
-        generation=GenerationConfig(max_new_tokens=160, temperature=1.0, top_p=0.01),
+        # 160: the answer that says what nano can do is about 115 tokens; the talk's longest dialogues have 6 turns,
+        # and past them nano lost track (a picture asked "what's in this one?" after seven turns got "I can't")
+        generation=GenerationConfig(max_new_tokens=160, temperature=1.0, top_p=0.01, max_history_turns=6),
     )
 
 
