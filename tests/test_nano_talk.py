@@ -42,10 +42,15 @@ def test_media_turns_name_what_they_make(dialogues):
     assert _named_right(dialogues["in"] + dialogues["held_out"]) > 500
 
 
+def _attributes(record) -> dict:
+    """Each item's name in a talk record -> its attributes."""
+    return {it[f"{m}_name"]: it["attributes"] for m in talk.MODALITIES for it in record[f"{m}_list"]}
+
+
 def _named_right(records) -> int:
     checked = 0
     for r in records:
-        attrs = {it[f"{m}_name"]: it["attributes"] for m in talk.MODALITIES for it in r[f"{m}_list"]}
+        attrs = _attributes(r)
         for turn in r["conversation"]:
             if turn["from"] != "gpt" or turn["kind"] != "media":
                 continue
@@ -163,7 +168,7 @@ def test_follow_ups_fill_in_defaults_and_ask_the_model_about_what_it_made():
         phrasing = "in" if i % 2 == 0 else "held_out"
         task = ("defaults", "followup", "general", "followup")[i // 2 % 4]
         r = talk._dialogue(i, "test", phrasing, task, np.random.default_rng([3, i]), pools)
-        attrs = {it[f"{m}_name"]: it["attributes"] for m in talk.MODALITIES for it in r[f"{m}_list"]}
+        attrs = _attributes(r)
         made = []
         for k, turn in enumerate(r["conversation"]):
             if turn["from"] != "gpt":
@@ -217,7 +222,7 @@ def test_plain_talk_words_decide_and_items_carry_over():
     moves = {"defaults": 0, "refer": 0, "edit": 0, "outside": 0, "foreign_upload": 0, "small_talk": 0}
     for r in records["in"] + records["held_out"]:
         colours = []
-        attrs = {it[f"{m}_name"]: it["attributes"] for m in talk.MODALITIES for it in r[f"{m}_list"]}
+        attrs = _attributes(r)
         for k, turn in enumerate(r["conversation"]):
             asked = r["conversation"][k - 1]["value"].lower()
             if turn["from"] == "human":
@@ -254,7 +259,7 @@ def test_any_upload_wording_never_tells_a_foreign_upload_from_a_world_one():
         foreign = turns[1]["kind"] == "upload"
         asked[foreign].append(turns[0]["value"].lower())
         if not foreign and turns[0]["value"].lower().rstrip("?. ").endswith(talk.LOOK_ASKS):
-            attrs = {it[f"{m}_name"]: it["attributes"] for m in talk.MODALITIES for it in r[f"{m}_list"]}
+            attrs = _attributes(r)
             said = oracles.caption_attributes(turns[1]["value"])
             assert said == {a: v for a, v in attrs[turns[0]["media"][0]["name"]].items() if a in said}
             assert len(said) >= 2, turns[1]["value"]  # a description: the colour and more

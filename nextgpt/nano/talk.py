@@ -24,7 +24,7 @@ What it adds
   you use?"); uploads are asked about in more ways (`MORE_QUESTIONS`, whose held-out side is `QUESTIONS`'s);
   general-knowledge questions, some in the world's own words ("what colour is the sky?"), get "I don't know" and
   what nano can do.
-* **Plain talk** (not trained yet: docs/nano.md). Requests as first typed, in the same short frames for what nano
+* **Plain talk** (stage 7). Requests as first typed, in the same short frames for what nano
   can and cannot make (`SHORT_FRAMES`); items of the conversation taken into another medium by reference (`REFER`);
   plainer edits and edits nano cannot make; any question about any upload; general knowledge from templates.
 * **Uploads as people make them.** World items rendered at other sizes and aspects, on white, grey or tinted
@@ -428,7 +428,7 @@ GENERAL = {
 ASK_QUESTIONS = {k: {"train": v, "held_out": QUESTIONS[k]["held_out"]} for k, v in MORE_QUESTIONS.items()}
 GREETINGS = ("", "", "hi, ", "hello! ", "hi there, ", "hey, ", "ok ", "hello, ")
 
-# Plain talk (not trained yet: docs/nano.md): requests as most people first type them, in the same short frames for what nano can and
+# Plain talk (stage 7): requests as most people first type them, in the same short frames for what nano can and
 # cannot make, so that the words decide and not the frame; items of the conversation taken into another medium or
 # edited in plainer words, or in ways nano cannot; any question about any upload; general knowledge of every kind.
 SHORT_FRAMES = {
