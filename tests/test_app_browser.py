@@ -6,6 +6,7 @@ One app server (conftest's `app`) and one page per screen size serve every test 
 
 import io
 import json
+import re
 import shutil
 import time
 import zipfile
@@ -238,10 +239,13 @@ def test_stop_leaves_a_stopped_note_and_export_is_the_chat_as_it_is(page, size):
     steps = page.get_by_label("number input for Video steps")
     steps.fill("100")
     steps.press("Enter")
+    # The turn must run with 100 steps, not the default 4, which end before Stop can come: both checked, not assumed.
+    page.wait_for_function("() => document.querySelector('[aria-label=\"range slider for Video steps\"]')"
+                           ".value === '100'", timeout=10_000)
     click_example(page, "Make a video of a blue square moving up.")
     send(page, output="Video")
     stop = page.locator("#stop")
-    page.get_by_text("Making a video: step").wait_for(timeout=TURN_S)
+    page.get_by_text(re.compile(r"Making a video: step \d+ of 100")).wait_for(timeout=TURN_S)
     assert stop.is_enabled() and "stop" in stop.get_attribute("class").split()  # live, and red, while it runs
     stop.click()
     page.get_by_text("Stopped: no video was made").wait_for(timeout=10_000)
