@@ -5,6 +5,7 @@ loads the way the presets load it (`Encoder.from_config`, `LlamaForCausalLM.from
 """
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -116,3 +117,43 @@ def test_nano_llm_resumes_logs_and_exports(tiny_world, tmp_path):
     assert eval_["validation_perplexity"] > 1 and len(eval_["samples"]) == len(nano_llm.SAMPLE_PROMPTS)
     assert set(eval_["talk_following"]) == {"in", "held_out"}
     assert 0 <= eval_["talk_following"]["held_out"]["all"] <= 1
+
+
+def test_nano_encoder_learns_foreign_uploads_apart(tiny_world, tmp_path):
+    """`--part foreign` continues an exported encoder on the talk's uploads: it resumes, logs both losses, exports in
+    place, and scores the test split's uploads."""
+    from nextgpt.nano import talk
+    from nextgpt.train import nano_encoder as ne
+
+    world_dir = tmp_path / "world"  # a copy: the talk's files stay out of the module's world
+    shutil.copytree(tiny_world, world_dir)
+    small = {"varied": {"image": 6, "video": 3, "audio": 3}, "foreign": {"image": 4, "video": 3, "audio": 3}}
+    for split in ("train", "test"):  # the talk's upload files, each listed by one dialogue as talk.json lists them
+        pools = talk._render_pools(world_dir, split, 0, small, log=lambda *_: None)
+        items = [it for group in pools["varied"].values() for it in group] + [
+            it for group in pools["foreign"].values() for it in group]
+        records = [{f"{m}_list": [{f"{m}_name": it["name"], "attributes": it["attributes"]}
+                                  for it in items if it["modality"] == m]} for m in ("image", "video", "audio")]
+        (world_dir / split / "talk.json").write_text(json.dumps(records))
+    uploads = ne.talk_uploads(world_dir, "train")
+    assert all(u["foreign"] and u["world"] for u in uploads.values())
+    assert all("_foreign_" in f for u in uploads.values() for f in u["foreign"])
+
+    run, out = tmp_path / "run", tmp_path / "out"
+    args = ["--world", str(world_dir), "--run", str(run), "--out", str(out), *ENCODER_DIMS]
+    ne.main(args + ["--steps", "2"])
+    before = parts.load_encoder(out)
+    foreign = ["--part", "foreign", "--foreign_batch", "2", "--foreign_world_items", "4"]
+    ne.main(args + foreign + ["--foreign_steps", "2"])
+    ne.main(args + foreign + ["--foreign_steps", "3"])
+
+    steps = [r for r in _log(run / "foreign") if "kept_image" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3]  # resumed from step 2
+    assert all(r[f"apart_{m}"] >= 0 and r[f"kept_{m}"] >= 0 for r in steps for m in ("image", "video", "audio"))
+    result = json.loads((out / "eval-foreign.json").read_text())
+    assert set(result) == {"image", "video", "audio"}
+    for r in result.values():
+        assert r["n_foreign"] > 0 and 0.0 <= r["foreign_at_anchor"] <= 1.0 and r["world_cos_to_before"] > 0.5
+    after = parts.load_encoder(out)
+    x = torch.randn(2, 3, 224, 224)
+    assert not torch.equal(before.embed("image", x), after.embed("image", x))  # the exported encoder changed

@@ -16,7 +16,9 @@ explains its recipe):
     world8k  python -m nextgpt.nano.world data/nano-world-8k --seed 0 --dialogues 8000 --questions 12000
     samplers python -m bench.samplers --world data/nano-world-8k --save   each decoder's faster sampler
     talk     python -m nextgpt.nano.talk data/nano-world-8k --seed 0     free wording, conversations, edges
-    model    python -m nextgpt.train.nano_model        stages 1-7 on the parts above -> assets/nano
+    foreign  python -m nextgpt.train.nano_encoder --part foreign --world data/nano-world-8k
+             ImageBind-nano continued: the talk's uploads from outside the world embed apart
+    model    python -m nextgpt.train.nano_model        stages 1-8 on the parts above -> assets/nano
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ PARTS = {
                                        "--questions", "12000"]),
     "samplers": ("bench.samplers", ["--world", "data/nano-world-8k", "--save"]),
     "talk": ("nextgpt.nano.talk", ["data/nano-world-8k", "--seed", "0"]),
+    "foreign": ("nextgpt.train.nano_encoder", ["--part", "foreign", "--world", "data/nano-world-8k"]),
     "model": ("nextgpt.train.nano_model", []),
 }
 

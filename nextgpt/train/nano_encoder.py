@@ -1,6 +1,7 @@
 """Train ImageBind-nano: a small `ImageBindModel` whose image, video and sound embeddings sit next to their captions.
 
     python -m nextgpt.train.nano_encoder [--steps N] [--run runs/nano/encoder] [--out assets/nano/encoder]
+    python -m nextgpt.train.nano_encoder --part foreign --world data/nano-world-8k   # after `nextgpt.nano.talk`
 
 Read it top to bottom: config, data (the world's T_X pair files, preprocessed once by `nextgpt.media` exactly as
 NExT-GPT feeds ImageBind, and cached under the run folder), the model's initialisation, the training loop and
@@ -30,6 +31,8 @@ Why it looks like this
   all the same first-and-last frame pair, so the two 64x64 frames are kept and upscaled per batch with the very
   same ops; the cache builder checks this against `load_video`). An item embedded through `Encoder.embed` with the
   full multi-clip input therefore gets the same embedding as in training: the mean of identical unit vectors.
+* `--part foreign` continues the exported encoder once the talk's uploads exist (`learn_foreign`): uploads from
+  outside the world go to one point per modality, the world's stay where they were (a frozen copy is the teacher).
 * Weights ship as fp16 safetensors. The text trunk's token table is 49408 x text_embed_dim (ImageBind's fixed BPE
   vocabulary), so the text width is kept at 64 to keep the folder small.
 """
@@ -48,8 +51,8 @@ import torch.nn.functional as F
 
 from nextgpt.config import MODALITIES
 from nextgpt.encoder import Encoder, import_imagebind
-from nextgpt.media import (CLIP_MEAN, CLIP_STD, IMAGE_SIZE, _normalize_clip, _short_side_scale, load_audio, load_image,
-                           load_video)
+from nextgpt.media import (CLIP_MEAN, CLIP_STD, IMAGE_SIZE, Media, _normalize_clip, _short_side_scale, load_audio,
+                           load_image, load_video, preprocess)
 from nextgpt.nano import parts
 from nextgpt.nano import world as W
 from nextgpt.nano.parts import attr_key, embed, imagebind_keys, read_split, text_tokenizer, tokenize
@@ -87,6 +90,13 @@ class EncoderTrainConfig(RunConfig):
     audio_num_heads: int = 4
     audio_patch: int = 16  # kernel = stride: 8 x 12 patches of the 128 x 204 fbank instead of 12 x 19 overlapping
     minor_embed_dim: int = 8  # depth / thermal / IMU: NExT-GPT never uses them; the smallest the architecture allows
+    # --part foreign: the exported encoder (`out`) continued on the talk's uploads (`learn_foreign`)
+    part: str = "contrastive"  # "contrastive" (train from scratch) or "foreign" (continue on foreign uploads)
+    foreign_steps: int = 500
+    foreign_batch: int = 16  # foreign and world uploads each, per modality per step
+    foreign_lr: float = 1e-4
+    foreign_world_items: int = 600  # world uploads per modality kept in place (the foreign ones: all)
+    foreign_keep_weight: float = 10.0  # at 1, the world's uploads drifted to 1 - cos = 0.05 from where they were
 
     def model_kwargs(self) -> dict:
         minor = dict(num_blocks=1, num_heads=1, embed_dim=self.minor_embed_dim)
@@ -288,6 +298,111 @@ def evaluate_cached(model, tokenizer, data: dict, batch_size: int = 128) -> dict
     return out
 
 
+# --- part 1b: uploads from outside the world --------------------------------------------------------------------
+
+def talk_uploads(world, split: str) -> dict[str, dict[str, list[str]]]:
+    """{modality: {"world": paths, "foreign": paths}}: the items the talk's dialogues of a split attach (those from
+    outside the world have no attributes), in a fixed order."""
+    found: dict = {m: {"world": {}, "foreign": {}} for m in MODALITIES}
+    for dialogue in json.loads((Path(world) / split / "talk.json").read_text()):
+        for m in MODALITIES:
+            for it in dialogue.get(f"{m}_list", []):
+                side = "foreign" if it.get("attributes") is None else "world"
+                found[m][side][str(Path(world) / W.FOLDERS[m] / it[f"{m}_name"])] = None
+    return {m: {side: sorted(v) for side, v in sides.items()} for m, sides in found.items()}
+
+
+def upload_input(modality: str, path) -> torch.Tensor:
+    """`nextgpt.media`'s input for an item, as fp16; a video keeps every third of its 15 clip-crops (its 5 clips,
+    centre crop), which is enough to train on and a third of the memory."""
+    x = preprocess(Media(modality, str(path)))
+    return (x[1::3] if modality == "video" else x).half()
+
+
+def embed_clips(model, modality: str, x: torch.Tensor) -> torch.Tensor:
+    """`Encoder.embed` with gradients: the mean of each clip's unit embedding (one clip for images)."""
+    if modality == "image":
+        return embed(model, modality, x.float())
+    b, clips = x.shape[:2]
+    return embed(model, modality, x.flatten(0, 1).float()).view(b, clips, -1).mean(dim=1)
+
+
+def learn_foreign(cfg: EncoderTrainConfig) -> dict:
+    """Continue the exported encoder so that each modality's uploads from outside the world (pictures, noise, speech,
+    several shapes: `nextgpt.nano.talk`) embed at one point of their own, while the world's uploads keep their
+    embeddings (the teacher is the encoder as it was). The LLM then has a plain signal for "not from my world": with
+    the contrastive encoder alone they were linearly separable only along minor directions, and LLM-nano recognised
+    about half (docs/nano.md)."""
+    torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    run = Run(Path(cfg.run) / "foreign", save_every_s=cfg.save_every_s)
+    cfg.save(run.folder / "config.json")
+    teacher = parts.load_encoder(cfg.out).model
+    student = copy.deepcopy(teacher)
+    keys = imagebind_keys()
+    params = [p for n, p in student.named_parameters() if n.split(".")[1] in {keys["image"], keys["audio"]}]
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=cfg.foreign_lr, weight_decay=0.0)
+    rng = np.random.default_rng(cfg.seed)
+    data, targets, anchors = {}, {}, {}
+    started = time.time()
+    for m, sides in talk_uploads(cfg.world, "train").items():
+        world = [sides["world"][i] for i in sorted(rng.permutation(len(sides["world"]))[:cfg.foreign_world_items])]
+        data[m] = {side: torch.stack([upload_input(m, f) for f in files])
+                   for side, files in (("world", world), ("foreign", sides["foreign"]))}
+        with torch.no_grad():
+            targets[m] = torch.cat([embed_clips(teacher, m, x) for x in data[m]["world"].split(64)])
+            foreign = torch.cat([embed_clips(teacher, m, x) for x in data[m]["foreign"].split(64)])
+        anchors[m] = F.normalize(foreign.mean(0), dim=0)  # where they lean already: the least change
+    print(f"read {sum(len(d[s]) for d in data.values() for s in d)} uploads in {time.time() - started:.0f} s",
+          flush=True)
+    student.eval()  # no dropout: the world's embeddings are matched exactly
+    for step in run.steps(cfg.foreign_steps, {"model": student}, {"opt": opt}):
+        rng = np.random.default_rng([cfg.seed, step])
+        lr = cfg.foreign_lr * warmup_cosine(step, cfg.foreign_steps, cfg.warmup // 2)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        kept, apart = {}, {}
+        for m, d in data.items():
+            i = torch.from_numpy(rng.choice(len(d["world"]), cfg.foreign_batch, replace=False))
+            j = torch.from_numpy(rng.choice(len(d["foreign"]), cfg.foreign_batch, replace=False))
+            kept[m] = (1 - F.cosine_similarity(embed_clips(student, m, d["world"][i]), targets[m][i])).mean()
+            apart[m] = (1 - embed_clips(student, m, d["foreign"][j]) @ anchors[m]).mean()
+        loss = cfg.foreign_keep_weight * sum(kept.values()) + sum(apart.values())
+        optimizer_step(opt, loss, params)
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.foreign_steps:
+            run.log(done, loss=loss.item(), **{f"kept_{m}": v.item() for m, v in kept.items()},
+                    **{f"apart_{m}": v.item() for m, v in apart.items()}, lr=lr, steps_per_s=run.speed(done))
+    out = export(student, json.loads((Path(cfg.out) / "config.json").read_text())["model_kwargs"], cfg.out)
+    result = foreign_separation(out, teacher, anchors, cfg.world)
+    write_json(out / "eval-foreign.json", result)
+    print(json.dumps(result), flush=True)
+    return result
+
+
+@torch.no_grad()
+def foreign_separation(folder, teacher, anchors: dict, world, split: str = "test") -> dict:
+    """On a split's talk uploads, through `Encoder.encode`: how far the world's moved from the teacher's (mean
+    cosine), and how often an item's nearest anchor-or-world-item is the anchor, for foreign and world items."""
+    encoder = parts.load_encoder(folder)
+    reference = Encoder(teacher)
+    out = {}
+    for m, sides in talk_uploads(world, split).items():
+        world_items, foreign_items = ([Media(m, f) for f in sides[s]] for s in ("world", "foreign"))
+        w, f = encoder.encode(world_items), encoder.encode(foreign_items)
+        w0 = reference.encode(world_items)
+        def at_anchor(e, rank):  # nearer the anchor than the rank-th nearest world item (2: not itself)
+            nearest = (F.normalize(e, dim=1) @ F.normalize(w, dim=1).T).topk(rank, dim=1).values[:, -1]
+            return (F.normalize(e, dim=1) @ anchors[m] > nearest).float().mean().item()
+
+        out[m] = {"world_cos_to_before": F.cosine_similarity(w, w0).mean().item(),
+                  "foreign_at_anchor": at_anchor(f, 1), "world_at_anchor": at_anchor(w, 2),
+                  "n_world": len(world_items), "n_foreign": len(foreign_items)}
+    return out
+
+
 # --- training and export ---------------------------------------------------------------------------------------
 
 def export(model, model_kwargs: dict, out) -> Path:
@@ -363,9 +478,11 @@ def main(argv=None) -> None:
 
     cfg, a = parse_config(EncoderTrainConfig, argv, "python -m nextgpt.train.nano_encoder",
                           __doc__.split("\n\n")[0], extra=flags)
+    if cfg.part not in ("contrastive", "foreign"):
+        raise SystemExit(f"--part is contrastive or foreign, not {cfg.part!r}")
     folder = a["evaluate"]
     if folder is None:
-        train(cfg)
+        (learn_foreign if cfg.part == "foreign" else train)(cfg)
         folder = cfg.out
     torch.set_num_threads(cfg.threads)
     result = parts.evaluate_encoder(folder, cfg.world, a["split"])
