@@ -104,6 +104,28 @@ def import_imagebind():
 # --- the encoder ---------------------------------------------------------------------------------------------
 
 
+def embed_media(model: nn.Module, modality: str, x: torch.Tensor) -> torch.Tensor:
+    """Batched ImageBind inputs -> (B, D) embeddings with NExT-GPT's post-processing: an input of several clips per
+    item (audio, video) is embedded clip by clip, each normalised, then averaged. `Encoder.embed` is its frozen use;
+    called directly it keeps gradients (ImageBind-nano's training)."""
+    _, modality_type = import_imagebind()
+    key = modality_type.AUDIO if modality == "audio" else modality_type.VISION
+    batch, clips = x.shape[0], None
+    if x.ndim >= 5:  # several clips per item: embed each clip on its own
+        clips = x.shape[1]
+        x = x.reshape(batch * clips, *x.shape[2:])
+    inputs = model.modality_preprocessors[key](**{key: x})
+    y = model.modality_trunks[key](**inputs["trunk"])
+    y = model.modality_heads[key](y, **inputs["head"])
+    post = model.modality_postprocessors[key]
+    # Only the L2 normalisation: for audio this drops ImageBind's x20 logit scaling (NExT-GPT / PandaGPT).
+    normalize = post[0] if isinstance(post, nn.Sequential) else post
+    y = normalize(y)
+    if clips is not None:
+        y = y.reshape(batch, clips, -1).mean(dim=1)
+    return y
+
+
 class Encoder(nn.Module):
     """A frozen ImageBindModel plus an LRU cache of embeddings keyed by (modality, file content hash)."""
 
@@ -187,23 +209,7 @@ class Encoder(nn.Module):
             raise ValueError(f"unknown modality {modality!r}")
         if x.ndim != _EXPECTED_NDIM[modality]:
             raise ValueError(f"{modality} input must have {_EXPECTED_NDIM[modality]} dims, got {tuple(x.shape)}")
-        key = self._keys[modality]
-        x = x.to(device=self.device, dtype=self.dtype)
-        batch, clips = x.shape[0], None
-        if x.ndim >= 5:  # several clips per item: embed each clip on its own
-            clips = x.shape[1]
-            x = x.reshape(batch * clips, *x.shape[2:])
-        m = self.model
-        inputs = m.modality_preprocessors[key](**{key: x})
-        y = m.modality_trunks[key](**inputs["trunk"])
-        y = m.modality_heads[key](y, **inputs["head"])
-        post = m.modality_postprocessors[key]
-        # Only the L2 normalisation: for audio this drops ImageBind's x20 logit scaling (NExT-GPT / PandaGPT).
-        normalize = post[0] if isinstance(post, nn.Sequential) else post
-        y = normalize(y)
-        if clips is not None:
-            y = y.reshape(batch, clips, -1).mean(dim=1)
-        return y
+        return embed_media(self.model, modality, x.to(device=self.device, dtype=self.dtype))
 
     def encode(self, items: list[Media], limits: MediaLimits | None = None, batch_size: int = 8) -> torch.Tensor:
         """Media items -> (n, D) embeddings on the encoder's device, in the input order.

@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 
 from nextgpt.config import MODALITIES
-from nextgpt.encoder import Encoder, import_imagebind
+from nextgpt.encoder import Encoder, embed_media, import_imagebind
 from nextgpt.media import (CLIP_MEAN, CLIP_STD, IMAGE_SIZE, Media, _normalize_clip, _short_side_scale, load_audio,
                            load_image, load_video, preprocess)
 from nextgpt.nano import parts
@@ -319,14 +319,6 @@ def upload_input(modality: str, path) -> torch.Tensor:
     return (x[1::3] if modality == "video" else x).half()
 
 
-def embed_clips(model, modality: str, x: torch.Tensor) -> torch.Tensor:
-    """`Encoder.embed` with gradients: the mean of each clip's unit embedding (one clip for images)."""
-    if modality == "image":
-        return embed(model, modality, x.float())
-    b, clips = x.shape[:2]
-    return embed(model, modality, x.flatten(0, 1).float()).view(b, clips, -1).mean(dim=1)
-
-
 def learn_foreign(cfg: EncoderTrainConfig) -> dict:
     """Continue the exported encoder so that each modality's uploads from outside the world (pictures, noise, speech,
     several shapes: `nextgpt.nano.talk`) embed at one point of their own, while the world's uploads keep their
@@ -352,8 +344,8 @@ def learn_foreign(cfg: EncoderTrainConfig) -> dict:
         data[m] = {side: torch.stack([upload_input(m, f) for f in files])
                    for side, files in (("world", world), ("foreign", sides["foreign"]))}
         with torch.no_grad():
-            targets[m] = torch.cat([embed_clips(teacher, m, x) for x in data[m]["world"].split(64)])
-            foreign = torch.cat([embed_clips(teacher, m, x) for x in data[m]["foreign"].split(64)])
+            targets[m] = torch.cat([embed_media(teacher, m, x.float()) for x in data[m]["world"].split(64)])
+            foreign = torch.cat([embed_media(teacher, m, x.float()) for x in data[m]["foreign"].split(64)])
         anchors[m] = F.normalize(foreign.mean(0), dim=0)  # where they lean already: the least change
     print(f"read {sum(len(d[s]) for d in data.values() for s in d)} uploads in {time.time() - started:.0f} s",
           flush=True)
@@ -367,8 +359,8 @@ def learn_foreign(cfg: EncoderTrainConfig) -> dict:
         for m, d in data.items():
             i = torch.from_numpy(rng.choice(len(d["world"]), cfg.foreign_batch, replace=False))
             j = torch.from_numpy(rng.choice(len(d["foreign"]), cfg.foreign_batch, replace=False))
-            kept[m] = (1 - F.cosine_similarity(embed_clips(student, m, d["world"][i]), targets[m][i])).mean()
-            apart[m] = (1 - embed_clips(student, m, d["foreign"][j]) @ anchors[m]).mean()
+            kept[m] = (1 - F.cosine_similarity(embed_media(student, m, d["world"][i].float()), targets[m][i])).mean()
+            apart[m] = (1 - embed_media(student, m, d["foreign"][j].float()) @ anchors[m]).mean()
         loss = cfg.foreign_keep_weight * sum(kept.values()) + sum(apart.values())
         optimizer_step(opt, loss, params)
         done = step + 1
@@ -393,9 +385,11 @@ def foreign_separation(folder, teacher, anchors: dict, world, split: str = "test
         world_items, foreign_items = ([Media(m, f) for f in sides[s]] for s in ("world", "foreign"))
         w, f = encoder.encode(world_items), encoder.encode(foreign_items)
         w0 = reference.encode(world_items)
+        world_dirs = F.normalize(w, dim=1)
+
         def at_anchor(e, rank):  # nearer the anchor than the rank-th nearest world item (2: not itself)
-            nearest = (F.normalize(e, dim=1) @ F.normalize(w, dim=1).T).topk(rank, dim=1).values[:, -1]
-            return (F.normalize(e, dim=1) @ anchors[m] > nearest).float().mean().item()
+            e = F.normalize(e, dim=1)
+            return (e @ anchors[m] > (e @ world_dirs.T).topk(rank, dim=1).values[:, -1]).float().mean().item()
 
         out[m] = {"world_cos_to_before": F.cosine_similarity(w, w0).mean().item(),
                   "foreign_at_anchor": at_anchor(f, 1), "world_at_anchor": at_anchor(w, 2),
