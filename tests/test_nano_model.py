@@ -114,7 +114,7 @@ def test_recipe_widens_the_lora_before_stage_3_only(tmp_path, monkeypatch):
     monkeypatch.setattr(nano_model, "train", lambda cfg: trained.append(cfg))
     monkeypatch.setattr(nano_model, "_widened", lambda source, lora, out: widened.append((source, lora, out)) or str(out))
     nano_model.main(["--runs", str(tmp_path), "--no-ship"])
-    assert [c.stage for c in trained] == [1, 2, 3, 3, 3, 3, 3, 3]  # stages 4 to 8 are more instruction tuning
+    assert [c.stage for c in trained] == [1, 2, 3, 3, 3, 3, 3, 3, 3]  # stages 4 to 9 are more instruction tuning
     assert trained[3].model == str(tmp_path / "stage3" / "model") and "talk.json" in trained[3].dialogues.split(",")
     assert trained[4].model == str(tmp_path / "stage4" / "model") and trained[4].lr < trained[3].lr
     assert trained[5].model == str(tmp_path / "stage5" / "model")
@@ -127,6 +127,9 @@ def test_recipe_widens_the_lora_before_stage_3_only(tmp_path, monkeypatch):
     # stage 8, on the model stage 7 makes, asks about uploads more, at a higher rate
     assert trained[7].model == str(tmp_path / "stage7" / "model") and "any_upload=4" in trained[7].repeat_tasks
     assert trained[7].lr > trained[6].lr and "foreign_upload=0" in trained[7].repeat_tasks
+    # stage 9, on the model stage 8 makes, every request task again, outside requests more
+    assert trained[8].model == str(tmp_path / "stage8" / "model") and "outside=3" in trained[8].repeat_tasks
+    assert "short=3" in trained[8].repeat_tasks and "any_upload=4" in trained[8].repeat_tasks
     assert [c.model for c in trained[:2]] == [str(tmp_path / "init"), str(tmp_path / "stage1" / "model")]
     (source, lora, out), = widened
     assert source == str(tmp_path / "stage2" / "model") and trained[2].model == str(out)
@@ -137,8 +140,8 @@ def test_recipe_widens_the_lora_before_stage_3_only(tmp_path, monkeypatch):
     trained.clear()
     nano_model.main(["--runs", str(tmp_path), "--no-ship", "--only", "5", "--start", "assets/nano"])
     assert [(c.stage, c.model) for c in trained] == [(3, "assets/nano")]
-    with pytest.raises(SystemExit, match="1 to 8"):
-        nano_model.main(["--runs", str(tmp_path), "--only", "9"])
+    with pytest.raises(SystemExit, match="1 to 9"):
+        nano_model.main(["--runs", str(tmp_path), "--only", "10"])
 
 
 def test_a_model_started_elsewhere_ships_with_its_parts_and_relative_paths(nano, tmp_path):
@@ -199,8 +202,8 @@ def test_free_wording_is_routed_and_drawn(nano, tmp_path, prompt, modality, trut
 @pytest.mark.parametrize("prompt, truth", [
     ("paint something green", {"colour": "green", "shape": "circle", "position": "centre"}),
     ("show me a cyan star", {"colour": "cyan", "shape": "star", "position": "centre"}),
-    pytest.param("draw a blue star", {"colour": "blue", "shape": "star", "position": "centre"}, marks=pytest.mark.xfail(
-        strict=True, reason="known miss: the capability answer, as for 'draw a blue hexagon' (docs/nano.md)")),
+    ("draw a blue star", {"colour": "blue", "shape": "star", "position": "centre"}),  # stage 9: no longer refused
+    ("paint a square", {"colour": "blue", "shape": "square", "position": "centre"}),
 ])
 def test_a_request_that_leaves_things_out_gets_the_defaults(nano, tmp_path, prompt, truth):
     """What a request does not name is the default (`talk.DEFAULTS`), and the answer names it."""

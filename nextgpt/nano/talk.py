@@ -16,9 +16,11 @@ What it adds
   "that sound"), two media in one answer, corrections ("no, I meant a square"), uploads, and new topics.
 * **Honesty.** Requests outside the world (other objects, colours or shapes, several objects, general knowledge,
   chit-chat, "who are you?") get a short text that says what the model can do (it always contains
-  `CAPABILITY_MARK`), and no media; so do small talk ("what can you do?", "thanks") and questions about an
-  attached item when nothing is attached. Uploads that are not from the world (photo-like textures, noise, scenes
-  with several shapes; noise, babble, chords and melodies; such videos) get a text saying so (`UPLOAD_MARK`).
+  `CAPABILITY_MARK`), and no media; so do small talk ("what can you do?", "thanks") and questions about an attached
+  item when nothing is attached. Requests for another object, colour or shape are the world's own requests with that
+  one word swapped (`outside_request`): only the words, never the frame, tell nano it cannot make them. Uploads
+  that are not from the world (photo-like textures, noise, scenes with several shapes; noise, babble, chords and
+  melodies; such videos) get a text saying so (`UPLOAD_MARK`).
 * **Follow-ups.** Requests that leave out the position, motion or rhythm get the default (`DEFAULTS`), named in the
   answer; conversations mix in greetings, thanks and questions to the model about what it made ("what colour did
   you use?"); uploads are asked about in more ways (`MORE_QUESTIONS`, whose held-out side is `QUESTIONS`'s);
@@ -75,7 +77,8 @@ POSITION_WORDS = {
                        "to the left", "left side", "over on the left", "in the left part", "at the left edge"),
              "held_out": ("on the left of the frame", "towards the left", "at the left of the picture")},
     "centre": {"train": ("in the centre", "in the center", "in the middle", "centred", "centered", "at the centre",
-                         "in the middle of the frame", "in the central third", "at the center"),
+                         "in the middle of the frame", "in the central third", "at the center", "in the very centre",
+                         "dead in the middle"),
                "held_out": ("in the very middle", "at the centre of the picture", "dead centre")},
     "right": {"train": ("on the right", "at the right", "on the right side", "on the right-hand side",
                         "in the right third", "to the right", "right side", "over on the right", "in the right part",
@@ -95,11 +98,11 @@ MOVE_WORDS = {
               "held_out": ("heading to the right", "gliding towards the right", "travelling over to the right")},
     "up": {"train": ("moving up", "moving upwards", "going up", "rising", "floating up", "climbing", "heading up",
                      "from bottom to top", "that rises", "that moves up", "flying up", "gliding up", "that goes up",
-                     "ascending", "soaring", "that travels up"),
+                     "ascending", "soaring", "that travels up", "floating towards the top"),
            "held_out": ("drifting upwards", "gliding upwards", "travelling up to the top")},
     "down": {"train": ("moving down", "moving downwards", "going down", "falling", "sinking", "dropping",
                        "descending", "from top to bottom", "that falls", "that moves down", "heading down",
-                       "gliding down", "that goes down", "plunging", "that travels down"),
+                       "gliding down", "that goes down", "plunging", "that travels down", "sinking towards the bottom"),
              "held_out": ("drifting downwards", "gliding downwards", "travelling down to the bottom")},
 }
 RHYTHM_ADJ = {"steady": {"train": ("steady", "continuous", "constant", "sustained", "long", "unbroken", "smooth",
@@ -109,11 +112,13 @@ RHYTHM_ADJ = {"steady": {"train": ("steady", "continuous", "constant", "sustaine
                                     "stuttering", "pulsating", "blinking", "bleeping", "broken", "on-off", "rhythmic"),
                           "held_out": ("short and choppy", "pulsing, intermittent")}}
 RHYTHM_ADV = {"steady": {"train": ("held steadily", "without breaks", "continuously", "steadily", "as one long tone",
-                                   "constantly", "without stopping", "held without a break", "nice and steady", "with no gaps",
+                                   "constantly", "without stopping", "held without a break", "nice and steady",
+                                   "with no gaps",
                                    "evenly", "without a pause"),
                          "held_out": ("steadily without stopping", "as one constant note")},
               "beeping": {"train": ("on and off", "in short beeps", "as beeps", "in pulses", "intermittently",
-                                    "beeping", "pulsing", "as a series of beeps", "in little pulses", "in bursts", "with gaps",
+                                    "beeping", "pulsing", "as a series of beeps", "in little pulses", "in bursts",
+                                    "with gaps",
                                     "stop and start"),
                           "held_out": ("in short pulses", "as little beeps on and off")}}
 MEDIUM_NOUNS = {"image": {"train": ("picture", "image", "drawing", "painting", "sketch", "illustration", "pic",
@@ -125,37 +130,45 @@ MEDIUM_NOUNS = {"image": {"train": ("picture", "image", "drawing", "painting", "
                 "audio": {"train": ("sound", "tone", "note", "beep", "audio", "sound clip", "hum", "noise",
                                     "audio clip", "chime", "pitch", "buzz"),
                           "held_out": ("audio tone", "note sound")}}
+# The plainest forms come first and repeat in the object and frame tables below: most people type them.
 # Object phrases. {a} article, {c} colour, {s} shape word, {pos} position, {dir} motion, {r} rhythm adjective,
 # {rr} rhythm adverb.
 OBJECTS = {
-    "image": {"train": ("{a} {c} {s} {pos}", "{a} {s} in {c} {pos}", "{a} {c} {s}, {pos}", "{a} {s} coloured {c} {pos}",
+    "image": {"train": ("{a} {c} {s} {pos}", "{a} {c} {s} {pos}", "{a} {c} {s} {pos}", "{a} {s} in {c} {pos}",
+                        "{a} {c} {s}, {pos}", "{a} {s} coloured {c} {pos}",
                         "{pos}, {a} {c} {s}", "{a} {c}-coloured {s} {pos}", "{a} {s} that is {c}, {pos}",
                         "{a} {c} {s} placed {pos}", "{a} {s} colored {c} {pos}"),
               "held_out": ("{a} {s}, {c}, {pos}", "{a} {s} {pos}, coloured {c}", "{a} {c} {s} sitting {pos}")},
-    "video": {"train": ("{a} {c} {s} {dir}", "{a} {s} in {c} {dir}", "{a} {c} {s}, {dir}", "{a} {s} coloured {c} {dir}",
+    "video": {"train": ("{a} {c} {s} {dir}", "{a} {c} {s} {dir}", "{a} {c} {s} {dir}", "{a} {s} in {c} {dir}",
+                        "{a} {c} {s}, {dir}", "{a} {s} coloured {c} {dir}",
                         "{a} {c} {s} that keeps {dir}", "{a} {c}-coloured {s} {dir}", "{a} {s} that is {c}, {dir}"),
               "held_out": ("{a} {s}, {c}, {dir}", "{a} {s} {dir}, coloured {c}")},
-    "audio": {"train": ("{a} {r} {c} tone", "{a} {r} tone of {c}", "the {c} note, {rr}", "the note of {c} {rr}",
+    "audio": {"train": ("{a} {r} {c} tone", "{a} {r} {c} tone", "{a} {r} tone of {c}", "the {c} note, {rr}",
+                        "the note of {c} {rr}",
                         "the sound of {c}, {rr}", "{a} {c} note that is {r}", "{a} {r} sound at the pitch of {c}",
                         "the tone of {c} {rr}", "{a} {r} {c} note", "{c}'s note, {rr}", "the {c} tone, {r}"),
               "held_out": ("{a} {c} tone, {r}", "the pitch of {c} {rr}", "{a} {r} note of {c}")},
 }
 # Verb frames: {o} the object phrase, {n} a medium noun with its article ("a picture").
 FRAMES = {
-    "image": {"train": ("draw {o}", "sketch {o}", "paint {o}", "show me {o}", "make {n} of {o}", "create {n} of {o}",
+    "image": {"train": ("draw {o}", "draw {o}", "draw {o}", "sketch {o}", "paint {o}", "show me {o}", "make {n} of {o}",
+                        "create {n} of {o}",
                         "generate {n} of {o}", "render {o}", "give me {n} of {o}", "i want to see {o}",
                         "can i see {o}", "illustrate {o}", "picture this: {o}", "{n} of {o}", "i'd like {n} of {o}",
-                        "draw me {o}", "i need {n} of {o}", "make {o}", "produce {n} with {o}", "show {o}"),
+                        "draw me {o}", "i need {n} of {o}", "make {o}", "produce {n} with {o}", "show {o}",
+                        "get me {n} of {o}", "{n} showing {o}"),
               "held_out": ("let me see {o}", "i'd love {n} showing {o}", "could i get {n} with {o}",
                            "put {o} in {n}")},
-    "video": {"train": ("make {n} of {o}", "animate {o}", "show me {n} of {o}", "create {n} of {o}", "film {o}",
+    "video": {"train": ("make {n} of {o}", "make {n} of {o}", "animate {o}", "animate {o}", "show me {n} of {o}",
+                        "create {n} of {o}", "film {o}",
                         "generate {n} of {o}", "render {n} of {o}", "i want {n} of {o}", "{n} of {o}",
                         "show me {o}", "i'd like to watch {o}", "record {o}", "make {o}", "give me {n} of {o}",
-                        "i need {n} of {o}"),
+                        "i need {n} of {o}", "get me {n} of {o}", "{n} showing {o}"),
               "held_out": ("let me watch {o}", "could i get {n} showing {o}", "put {o} in {n}")},
-    "audio": {"train": ("play {o}", "let me hear {o}", "sound {o}", "hum {o}", "give me {o}", "i want to hear {o}",
+    "audio": {"train": ("play {o}", "play {o}", "play {o}", "let me hear {o}", "sound {o}", "hum {o}", "give me {o}",
+                        "i want to hear {o}",
                         "can i hear {o}", "make {o}", "generate {o}", "create {o}", "produce {o}",
-                        "make {n}: {o}", "i'd like {n}: {o}", "play me {o}"),
+                        "make {n}: {o}", "i'd like {n}: {o}", "play me {o}", "get me {o}"),
               "held_out": ("i'd love to hear {o}", "could i get {o}", "let's hear {o}")},
 }
 PREFIXES = ("", "", "", "please ", "can you ", "could you ", "would you ", "hey, ", "hi! ", "ok, ", "now ",
@@ -174,25 +187,28 @@ QUESTIONS = {
                      "held_out": ("can you tell me the colour of {n}", "which colour would {n} be")},
     "shape": {"train": ("what shape is it", "which shape do you see", "name the shape", "what's the shape",
                         "what kind of shape is in {n}", "tell me the shape", "what shape is in {n}",
-                        "which shape is it"),
+                        "which shape is it", "what is this shape called"),
               "held_out": ("can you name the shape you see", "what is the shape in {n} called")},
     "position": {"train": ("where is it", "where is the shape", "which side is it on", "where's the shape",
                            "where in the frame is it", "tell me where the shape is", "is it on the left or the right",
-                           "where is the shape in {n}"),
+                           "where is the shape in {n}", "where does the shape sit"),
                  "held_out": ("on which side is the shape", "can you tell me where it sits")},
     "direction": {"train": ("which way does it move", "where is it going", "which direction does it go",
                             "how does the shape move", "what direction is it moving", "where does the shape go",
-                            "tell me the direction", "which way is the shape moving in {n}"),
+                            "tell me the direction", "which way is the shape moving in {n}", "which way does it head",
+                            "where does the shape travel"),
                   "held_out": ("in which direction does it travel", "can you tell me where it heads")},
     "rhythm": {"train": ("is it steady or beeping", "does it beep", "is the tone continuous or pulsing",
                          "what's the rhythm", "is it pulsing", "is {n} steady", "how does the tone go",
                          "is it on and off or held"),
                "held_out": ("does {n} beep or hold", "what rhythm does {n} have")},
     "describe": {"train": ("what is this", "describe it", "what do you see", "tell me about this", "what's in {n}",
-                           "describe {n}", "what is in {n}", "what does {n} show", "explain {n}", "what's this"),
+                           "describe {n}", "what is in {n}", "what does {n} show", "explain {n}", "what's this",
+                           "write a short description of {n}"),
                  "held_out": ("can you tell me what {n} is", "give me a description of {n}")},
     "describe_audio": {"train": ("what is this sound", "describe it", "what do you hear", "tell me about this sound",
-                                 "what's {n}", "describe {n}", "what is {n}", "what does {n} sound like"),
+                                 "what's {n}", "describe {n}", "what is {n}", "what does {n} sound like",
+                                 "write a short description of {n}"),
                        "held_out": ("can you tell me what {n} is", "give me a description of {n}")},
 }
 ANSWERS = {
@@ -205,7 +221,8 @@ ANSWERS = {
 }
 # Cross-modal asks: the target takes the source's colour (and shape, between pictures and videos).
 CROSS = {
-    ("image", "audio"): {"train": ("make a {r} sound for this picture", "what does this picture sound like as a {r} tone",
+    ("image", "audio"): {"train": ("make a {r} sound for this picture",
+     "what does this picture sound like as a {r} tone",
                                    "play the {r} note of this shape", "play this picture's colour as a {r} tone",
                                    "turn this picture into a {r} sound", "let me hear this shape's note, {rr}"),
                          "held_out": ("give me the note of this shape, {rr}",)},
@@ -268,7 +285,8 @@ MOVE_TO_WORDS = {"left": ("to the left", "left"), "centre": ("to the centre", "t
 TWO = {  # two media in one answer: (first, second, request frames)
     ("image", "audio"): ("draw {o} and play its {r} note", "show me {o}, and let me hear its colour as a {r} tone",
                          "make a picture of {o} and a {r} sound of its colour"),
-    ("video", "audio"): ("make a video of {o} and play its {r} note", "animate {o} and also play a {r} tone of its colour"),
+    ("video", "audio"): ("make a video of {o} and play its {r} note",
+     "animate {o} and also play a {r} tone of its colour"),
     ("image", "video"): ("draw {o}, then make a video of it {dir}", "show me {o} and also animate it {dir}"),
 }
 
@@ -306,6 +324,8 @@ SMALL_TALK = {
               ("what kind of things can you draw", GREET), ("can you make videos", GREET),
               ("can you play sounds", GREET), ("which colours do you know", GREET), ("what shapes can you draw", GREET),
               ("how do i use you", GREET), ("what should i ask you", GREET), ("show me what you can do", GREET),
+              ("what skills do you have", GREET), ("tell me your abilities", GREET),
+              ("are you capable of making videos", GREET),
               ("thanks", ("You're welcome! ", "Glad to help! ")), ("thank you", ("You're welcome! ",)),
               ("cool", ("Thanks! ",)), ("great, thanks", ("You're welcome! ",)), ("nice", ("Thanks! ",)),
               ("ok", ("All right. ",)), ("bye", ("Goodbye! ",)), ("you are bad at this", ("Sorry! ",)),
@@ -316,6 +336,7 @@ SMALL_TALK = {
                      "You're welcome! ",)), ("thx", ("You're welcome! ",)), ("see you", ("Goodbye! ",)),
                  ("that's not right", ("Sorry! ",)), ("what do you know how to do", GREET)),
 }
+PRAISE = ("cool", "nice", "great", "awesome", "perfect", "lovely", "wonderful", "ok", "wow", "amazing", "good job")
 NOTHING_ASKS = {
     "train": ("what is this", "describe this", "what do you see", "what colour is it", "what shape is it",
               "what is in the picture", "what is in this video", "what do you hear", "which way is it moving",
@@ -346,13 +367,16 @@ NAMED = {"image": {("colour", "shape"): 5, ("colour", "position"): 1, ("shape", 
                    ("shape",): 1.5},
          "audio": {("colour",): 5.5, ("rhythm",): 3, (): 1.5}}
 PLAIN_OBJECTS = {
-    "image": {"train": ("{a} {c} {s}", "{a} {s} in {c}", "{a} {s} coloured {c}", "{a} {c}-coloured {s}",
+    "image": {"train": ("{a} {c} {s}", "{a} {c} {s}", "{a} {c} {s}", "{a} {s} in {c}", "{a} {s} coloured {c}",
+                        "{a} {c}-coloured {s}",
                         "{a} {s} that is {c}", "{a} {s} colored {c}", "{a} {c} {s} shape"),
               "held_out": ("{a} {s}, {c}", "{a} {s} painted {c}")},
-    "video": {"train": ("{a} {c} {s}", "{a} {s} in {c}", "{a} {c} {s} moving", "{a} moving {c} {s}",
+    "video": {"train": ("{a} {c} {s}", "{a} {c} {s}", "{a} {c} {s}", "{a} {s} in {c}", "{a} {c} {s} moving",
+                        "{a} moving {c} {s}",
                         "{a} {s} coloured {c} that moves", "{a} {c} {s} in motion", "{a} {c} {s} that moves"),
               "held_out": ("{a} {s}, {c}, in motion", "{a} {c} {s} on the move")},
-    "audio": {"train": ("{a} {c} tone", "the {c} note", "the note of {c}", "the sound of {c}", "{a} {c} note",
+    "audio": {"train": ("{a} {c} tone", "{a} {c} tone", "the {c} note", "the {c} note", "the note of {c}",
+                        "the sound of {c}", "{a} {c} note",
                         "{c}'s note", "the tone of {c}", "{a} {c} sound", "the {c} tone"),
               "held_out": ("the pitch of {c}", "{a} note of {c}")},
 }
@@ -360,7 +384,8 @@ PLAIN_OBJECTS = {
 OWN_QUESTIONS = {
     "colour": {"train": ("what colour did you use", "which colour did you pick", "what colour did you make it",
                          "what color is the one you made", "what colour was that", "which colour did you paint it",
-                         "what colour is your shape", "remind me, what colour was it"),
+                         "what colour is your shape", "remind me, what colour was it",
+                         "what colour did you choose for it"),
                "held_out": ("which colour did you choose", "what colour did you give it")},
     "colour_audio": {"train": ("which colour's note did you play", "whose note was that", "which colour did you play",
                                "what colour was that tone", "which colour's tone is that"),
@@ -412,7 +437,8 @@ MORE_QUESTIONS = {
 # General knowledge, asked first or between other turns: nano does not know (`_general`).
 GENERAL = {
     "train": ("what is the capital of spain", "what is the capital of germany", "who wrote romeo and juliet",
-              "how many days are in a week", "what colour is the sky", "what colour is grass", "what shape is the earth",
+              "how many days are in a week", "what colour is the sky", "what colour is grass",
+              "what shape is the earth",
               "what shape is a football", "is the sun a star", "where is paris", "which way is north",
               "what is the biggest animal", "how tall is mount everest", "what is 7 times 8",
               "who invented the telephone", "what language do they speak in brazil", "how many legs does a spider have",
@@ -432,18 +458,22 @@ GREETINGS = ("", "", "hi, ", "hello! ", "hi there, ", "hey, ", "ok ", "hello, ")
 # cannot make, so that the words decide and not the frame; items of the conversation taken into another medium or
 # edited in plainer words, or in ways nano cannot; any question about any upload; general knowledge of every kind.
 SHORT_FRAMES = {
-    "image": {"train": ("draw {o}", "paint {o}", "sketch {o}", "make {o}", "show me {o}", "create {o}", "give me {o}",
-                        "draw me {o}", "{o}", "{o} please", "generate {o}", "render {o}", "show {o}", "make me {o}",
-                        "a picture of {o}", "i want {o}", "can you draw {o}", "draw {o} for me"),
+    "image": {"train": ("draw {o}", "draw {o}", "draw {o}", "paint {o}", "paint {o}", "sketch {o}", "make {o}",
+                        "make {o}", "show me {o}", "create {o}", "give me {o}", "draw me {o}", "{o}", "{o} please",
+                        "generate {o}", "render {o}", "show {o}", "make me {o}", "a picture of {o}", "i want {o}",
+                        "can you draw {o}", "draw {o} for me",
+                        "i'm looking for {o}"),
               "held_out": ("doodle {o}", "i'm after {o}", "whip up {o}")},
-    "video": {"train": ("animate {o}", "make a video of {o}", "a video of {o}", "video of {o}", "film {o}",
+    "video": {"train": ("animate {o}", "animate {o}", "animate {o}", "make a video of {o}", "make a video of {o}",
+                        "a video of {o}", "video of {o}", "film {o}",
                         "make an animation of {o}", "a clip of {o}", "make a clip of {o}", "show me a video of {o}",
                         "create a video of {o}", "generate a video of {o}", "an animation of {o}", "record {o}",
-                        "can you animate {o}", "make a movie of {o}"),
+                        "can you animate {o}", "make a movie of {o}", "i'm looking for a video of {o}"),
               "held_out": ("shoot a video of {o}", "i'm after a video of {o}", "whip up a clip of {o}")},
-    "audio": {"train": ("play {o}", "make {o}", "play me {o}", "{o}", "give me {o}", "let me hear {o}", "generate {o}",
+    "audio": {"train": ("play {o}", "play {o}", "play {o}", "make {o}", "play me {o}", "{o}", "give me {o}",
+                        "let me hear {o}", "generate {o}",
                         "create {o}", "produce {o}", "{o} please", "i want {o}", "can you play {o}", "sound {o}",
-                        "make me {o}"),
+                        "make me {o}", "i'm looking for {o}"),
               "held_out": ("i'd like to hear {o}", "i'm after {o}", "put on {o}")},
 }
 # What a request with nothing named asks for: the defaults, in the medium the words name.
@@ -466,7 +496,8 @@ REFER = {
                         "make a drawing of {ref} {pos}", "and a picture of {ref}?"),
               "held_out": ("grab a still of {ref}", "freeze {ref} into a picture {pos}")},
     "audio": {"train": ("play its note", "play {ref} as a {r} tone", "what does {ref} sound like",
-                        "make a sound of {ref}", "let me hear {ref}", "turn {ref} into a sound", "play the note of {ref}",
+                        "make a sound of {ref}", "let me hear {ref}", "turn {ref} into a sound",
+                        "play the note of {ref}",
                         "now play its colour", "and its sound?", "give me its tone, {rr}", "play {ref}",
                         "make {ref} into a {r} sound"),
               "held_out": ("could i hear its note", "sound {ref} out, {rr}")},
@@ -485,11 +516,11 @@ REFER_FROM_SOUND = {
 PLAIN_EDITS = {
     "colour": {"train": ("{c} instead", "try {c}", "how about {c}", "paint {ref} {c}", "colour {ref} {c}",
                          "i'd prefer {ref} {c}", "switch {ref} to {c}", "can you make {ref} {c}", "make {ref} {c} now",
-                         "let's make {ref} {c}", "use {c} instead", "{c} please"),
+                         "let's make {ref} {c}", "use {c} instead", "{c} please", "rather {c}"),
                "held_out": ("i'd rather have {ref} in {c}", "go with {c}")},
     "shape": {"train": ("a {s} instead", "try a {s}", "how about a {s}", "use a {s} instead", "swap {ref} for a {s}",
                         "can you make {ref} a {s}", "change {ref} to a {s}", "let's have a {s}", "make {ref} a {s} now",
-                        "{s} please"),
+                        "{s} please", "rather a {s}"),
               "held_out": ("i'd rather have a {s}", "go with a {s}")},
     "position": {"train": ("move {ref} {to}", "put {ref} {to} instead", "{to} instead", "can you put {ref} {to}",
                            "place {ref} {to}", "drag {ref} {to}", "shift {ref} over {to}"),
@@ -508,7 +539,8 @@ REVERSE = ("reverse {ref}", "make {ref} go the other way", "the other way", "rev
 OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
 # Edits nano cannot make: a text that says what it can do, and no media.
 OUTSIDE_EDITS = {"train": ("make {ref} spin", "make {ref} bigger", "make {ref} smaller", "make {ref} {oc}",
-                           "turn {ref} into a {os}", "add {thing} next to {ref}", "add another {s}", "make {ref} louder",
+                           "turn {ref} into a {os}", "add {thing} next to {ref}", "add another {s}",
+                           "make {ref} louder",
                            "make {ref} quieter", "make {ref} faster", "make {ref} slower", "make {ref} 3d",
                            "make {ref} glow", "make {ref} bounce", "make {ref} longer", "change the background to {c}",
                            "give {ref} a face", "make {ref} sparkle", "rotate {ref}", "make {ref} transparent",
@@ -525,7 +557,8 @@ KNOWLEDGE = {
               "what's the weather in {place}", "recommend a {item}", "what does {word} mean", "how big is {place}",
               "when was {person} born", "what language is spoken in {place}", "why is {thing} important",
               "how do i {task}", "can you help me {task}", "what is the population of {place}",
-              "is {person} still alive", "what do you think of {person}"),
+              "is {person} still alive", "what do you think of {person}", "what {when} is it",
+              "what {when} is it in {place}"),
     "held_out": ("do you know who {person} is", "give me some facts about {place}",
                  "what can you tell me about {thing}", "how would you describe {place}")}
 CANNOT_DO = {"train": ("tell me a {genre}", "write a {genre} about {topic}", "write me a {genre}",
@@ -547,8 +580,10 @@ SLOTS = {"place": ("italy", "france", "spain", "germany", "japan", "china", "ind
          "task": ("with my homework", "fix my bike", "learn python", "bake bread", "write an email", "plan a trip",
                   "tie a tie", "study for a test"),
          "item": ("book", "movie", "restaurant", "game", "podcast", "song", "recipe"),
+         "when": ("time", "day", "year", "month", "date", "season", "day of the week"),
          "n": tuple(str(k) for k in range(2, 13)), "m": tuple(str(k) for k in range(2, 13))}
-GENERIC_ASKS = ("what is this", "what's this", "what is it", "describe this", "tell me about it", "what do we have here",
+GENERIC_ASKS = ("what is this", "what's this", "what is it", "describe this", "tell me about it",
+                "what do we have here",
                 "look at this", "what do you make of this", "can you tell what this is", "any idea what this is")
 # How people ask about an upload without naming what they want to know: a world upload gets its description
 LOOK_ASKS = GENERIC_ASKS + ("what do you see", "what is in this picture", "what's going on here", "tell me about this",
@@ -603,7 +638,8 @@ def roughen(text: str, rng) -> str:
     return text
 
 
-def _words(modality: str, attrs: dict, phrasing: str, rng) -> dict:
+def _words(modality: str, attrs: dict, phrasing: str, rng, swap: dict | None = None) -> dict:
+    """The words for an item's attributes; `swap` replaces some of them (an outside colour or shape)."""
     s = attrs.get("shape", "")
     c = attrs.get("colour", "")
     slots = {"c": _pick(rng, COLOUR_WORDS[c]) if c else "", "s": _pick(rng, SHAPE_WORDS[s]) if s else ""}
@@ -614,17 +650,17 @@ def _words(modality: str, attrs: dict, phrasing: str, rng) -> dict:
     if "rhythm" in attrs:
         slots["r"] = _side(RHYTHM_ADJ[attrs["rhythm"]], phrasing, rng)
         slots["rr"] = _side(RHYTHM_ADV[attrs["rhythm"]], phrasing, rng)
-    return slots
+    return slots | (swap or {})
 
 
-def object_phrase(modality: str, attrs: dict, phrasing: str, rng) -> str:
-    slots = _words(modality, attrs, phrasing, rng)
+def object_phrase(modality: str, attrs: dict, phrasing: str, rng, swap: dict | None = None) -> str:
+    slots = _words(modality, attrs, phrasing, rng, swap)
     return _fill(_side(OBJECTS[modality], phrasing, rng), slots, rng)
 
 
-def partial_object(modality: str, attrs: dict, named: set, phrasing: str, rng) -> str:
+def partial_object(modality: str, attrs: dict, named: set, phrasing: str, rng, swap: dict | None = None) -> str:
     """An object phrase that names only the attributes in `named` ("a star", "something red", "a beeping tone")."""
-    slots = _words(modality, attrs, phrasing, rng)
+    slots = _words(modality, attrs, phrasing, rng, swap)
     if modality == "audio":
         noun = _pick(rng, ("tone", "note", "sound", "tone"))
         if "colour" in named:
@@ -648,13 +684,15 @@ def partial_object(modality: str, attrs: dict, named: set, phrasing: str, rng) -
 
 def _fill(text: str, slots: dict, rng) -> str:
     first = text.format(a="A", **slots).split(" ")[1] if text.startswith("{a}") else ""
-    art = _pick(rng, (_article(first), _article(first), "one", "a single")) if first else ""
+    art = _pick(rng, (_article(first),) * 4 + ("one", "a single")) if first else ""
     return text.format(a=art, **slots).replace("  ", " ").strip(" ,")
 
 
-def request(modality: str, attrs: dict, phrasing: str, rng, named: set | None = None, short: bool = False) -> str:
+def request(modality: str, attrs: dict, phrasing: str, rng, named: set | None = None, short: bool = False,
+            swap: dict | None = None) -> str:
     """A request for a new item of `modality` with `attrs`, worded freely; `named`: the attributes it names, if not
-    all (the others are the defaults); `short`: without filler or politeness, as most people type ("draw a star")."""
+    all (the others are the defaults); `short`: without filler or politeness, as most people type ("draw a star");
+    `swap`: words to put in place of the attributes' (`_words`' slots, or "o" for the whole object)."""
     noun = _side(MEDIUM_NOUNS[modality], phrasing, rng)
     frames = FRAMES[modality]
     if named is not None and modality == "video" and "direction" not in named:
@@ -662,8 +700,9 @@ def request(modality: str, attrs: dict, phrasing: str, rng, named: set | None = 
         frames = {k: tuple(f for f in v if "{n}" in f or f.startswith(("animate", "film", "record")) or "watch" in f)
                   for k, v in frames.items()}
     frame = _side(frames, phrasing, rng, always=True)
-    obj = object_phrase(modality, attrs, phrasing, rng) if named is None else partial_object(
-        modality, attrs, named, phrasing, rng)
+    obj = object_phrase(modality, attrs, phrasing, rng, swap) if named is None else partial_object(
+        modality, attrs, named, phrasing, rng, swap)
+    obj = (swap or {}).get("o", obj)
     text = frame.format(o=obj, n=f"{_article(noun)} {noun}")
     if short:
         return roughen(text + _pick(rng, SHORT_ENDS), rng)
@@ -1104,7 +1143,35 @@ def _two(t: _Talk) -> None:
     frame = _pick(t.rng, frames)
     t.human(roughen(_prefix(frame, t.rng) + frame.format(**slots) + _pick(t.rng, SUFFIXES), t.rng))
     lead_b = {"audio": "And here is its note, a {r} {c} tone:", "video": "And here is a video of a {c} {s} {dir}:"}[b]
-    t.gpt("media", "two_media", say_made(a, first, t.rng), [(a, first, ""), (b, second, lead_b.format(**answer_words(second)))])
+    t.gpt("media",
+          "two_media", say_made(a, first, t.rng), [(a, first, ""), (b, second, lead_b.format(**answer_words(second)))])
+
+
+def _named(m: str, rng) -> set:
+    """The attributes a request that leaves some out names, as often as people name them (`NAMED`)."""
+    options = list(NAMED[m])
+    weights = np.array([NAMED[m][o] for o in options])
+    return set(options[int(rng.choice(len(options), p=weights / weights.sum()))])
+
+
+def _swap(m: str, named: set, rng) -> tuple[set, dict]:
+    """What a request outside the world puts in place of the world's words: another colour, another shape or
+    another thing (`request`'s `swap`); `named` gains the attribute swapped."""
+    u = rng.uniform()
+    if u < 0.4 or (m == "audio" and u < 0.6):
+        return named | {"colour"}, {"c": _pick(rng, OTHER_COLOURS)}
+    if u < 0.75 and m != "audio":
+        return named | {"shape"}, {"s": _pick(rng, OTHER_SHAPES)}
+    return named, {"o": _pick(rng, OTHER_SOUNDS if m == "audio" else OTHER_THINGS)}
+
+
+def outside_request(m: str, phrasing: str, rng, short: bool) -> str:
+    """A request in the world's own frames and object phrases (`request`) with one thing nano cannot make in
+    place of a colour, a shape or the whole object: the frame says nothing about whether nano can make it."""
+    attrs = W.random_attributes(m, rng)
+    named, swap = _swap(m, set(W.ATTRIBUTES[m]) if rng.uniform() < 0.5 else _named(m, rng), rng)
+    attrs.update({a: DEFAULTS[a] for a in W.ATTRIBUTES[m] if a not in named})
+    return request(m, attrs, phrasing, rng, None if named == set(W.ATTRIBUTES[m]) else named, short, swap)
 
 
 def _outside(t: _Talk) -> None:
@@ -1112,22 +1179,11 @@ def _outside(t: _Talk) -> None:
     rng = t.rng
     kind = rng.uniform()
     c, s = _pick(rng, tuple(W.COLOURS)), _pick(rng, W.SHAPES)
-    if kind < 0.3:
-        verb = _pick(rng, ("draw", "make a picture of", "show me", "paint", "make a video of", "animate",
-                           "generate", "create", "sketch", "i want to see"))
-        text = f"{verb} {_pick(rng, OTHER_THINGS)}"
-    elif kind < 0.4:
-        text = f"{_pick(rng, ('play', 'let me hear', 'make a sound of', 'generate'))} {_pick(rng, OTHER_SOUNDS)}"
-    elif kind < 0.52:
-        oc = _pick(rng, OTHER_COLOURS)
-        text = _pick(rng, (f"draw {_article(oc)} {oc} {s}", f"make a video of {_article(oc)} {oc} {s} moving up",
-                           f"play the {oc} note", f"show me {_article(oc)} {oc} {s} on the left",
-                           f"paint a {s} in {oc}"))
-    elif kind < 0.62:
-        os_ = _pick(rng, OTHER_SHAPES)
-        text = _pick(rng, (f"draw a {c} {os_}", f"make a video of a {c} {os_} moving left",
-                           f"show me a {os_} in {c}", f"sketch {_article(os_)} {os_}"))
-    elif kind < 0.7:
+    if kind < 0.62:
+        t.human(outside_request(_pick(rng, MODALITIES), t.phrasing, rng, short=rng.uniform() < 0.4))
+        t.gpt("capability", "outside", _pick(rng, CANNOT) + CAPABILITIES)
+        return
+    if kind < 0.7:
         n = _pick(rng, ("two", "three", "four", "many", "some"))
         text = _pick(rng, (f"draw {n} {c} {s}s", f"draw a {c} {s} and a {_pick(rng, tuple(W.COLOURS))} "
                            f"{_pick(rng, W.SHAPES)}", f"make a video of {n} {s}s moving right",
@@ -1174,6 +1230,8 @@ def _small_talk(t: _Talk, greet: bool = False) -> None:
     else:
         text, openings = _side(SMALL_TALK, t.phrasing, rng, always=True)
         reply = _pick(rng, openings)
+        if reply == "You're welcome! " and rng.uniform() < 0.4:  # "cool, thank you": thanks after a word of praise
+            text = f"{_pick(rng, PRAISE)}, {text}"
     t.human(roughen(text + _pick(rng, ("?", ".", "", "!")), rng))
     t.gpt("capability", "small_talk", reply + CAPABILITIES)
 
@@ -1181,9 +1239,7 @@ def _small_talk(t: _Talk, greet: bool = False) -> None:
 def _defaults(t: _Talk) -> None:
     """A request that leaves some attributes out: the model makes their defaults and names them."""
     m = _pick(t.rng, MODALITIES)
-    options = list(NAMED[m])
-    weights = np.array([NAMED[m][o] for o in options])
-    named = set(options[int(t.rng.choice(len(options), p=weights / weights.sum()))])
+    named = _named(m, t.rng)
     attrs = W.random_attributes(m, t.rng)
     attrs.update({a: DEFAULTS[a] for a in W.ATTRIBUTES[m] if a not in named})
     t.human(request(m, attrs, t.phrasing, t.rng, named, short=t.rng.uniform() < 0.4))
@@ -1279,14 +1335,13 @@ def _short(t: _Talk) -> None:
     if rng.uniform() < 0.35:
         return _short_outside(t, m)
     attrs = W.random_attributes(m, rng)
-    named = {a for a in W.ATTRIBUTES[m] if rng.uniform() < 0.5}
+    named = _named(m, rng) if rng.uniform() < 0.5 else {a for a in W.ATTRIBUTES[m] if rng.uniform() < 0.5}
     attrs.update({a: DEFAULTS[a] for a in W.ATTRIBUTES[m] if a not in named})
     if not named:
         text = _pick(rng, BARE_FRAMES[m]).format(o=_pick(rng, BARE[m]))
     else:
         frame = _side(SHORT_FRAMES[m], t.phrasing, rng, always=True)
-        obj = (object_phrase(m, attrs, t.phrasing, rng) if named == set(W.ATTRIBUTES[m])
-               else partial_object(m, attrs, named, t.phrasing, rng))
+        obj = _short_object(m, attrs, named, t.phrasing, rng)
         if m == "audio" and "rhythm" in named and rng.uniform() < 0.4:
             noun = _pick(rng, RHYTHM_NOUNS[attrs["rhythm"]])
             obj = f"{_article(noun)} {attrs['colour'] + ' ' if 'colour' in named else ''}{noun}"
@@ -1295,18 +1350,24 @@ def _short(t: _Talk) -> None:
     t.gpt("media", "defaults", say_made(m, attrs, rng), [(m, attrs, "")])
 
 
+def _short_object(m: str, attrs: dict, named: set, phrasing: str, rng, swap: dict | None = None) -> str:
+    if named == set(W.ATTRIBUTES[m]):
+        return (swap or {}).get("o") or object_phrase(m, attrs, phrasing, rng, swap)
+    return (swap or {}).get("o") or partial_object(m, attrs, named, phrasing, rng, swap)
+
+
 def _short_outside(t: _Talk, m: str) -> None:
     rng = t.rng
-    c, s, oc, os_ = (_pick(rng, tuple(W.COLOURS)), _pick(rng, W.SHAPES), _pick(rng, OTHER_COLOURS),
-                     _pick(rng, OTHER_SHAPES))
-    if m == "audio":
-        obj = _pick(rng, (*OTHER_SOUNDS, f"the {oc} note", f"{_article(oc)} {oc} tone", "music", "a song",
-                          "a melody", f"a {c} chord", "a chord", "a drum roll", "my ringtone"))
-    else:
-        obj = _pick(rng, (f"{_article(oc)} {oc} {s}", f"a {c} {os_}", f"{_article(os_)} {os_}", _pick(rng, OTHER_THINGS),
-                          f"two {c} {s}s", f"a {c} {s} and a {_pick(rng, W.SHAPES)}", f"some {s}s",
-                          f"{_article(oc)} {oc} one", f"a {c} {s} {_pick(rng, OTHER_MOTIONS)}" if m == "video"
-                          else f"a {c} {s} at the top"))
+    c, s = _pick(rng, tuple(W.COLOURS)), _pick(rng, W.SHAPES)
+    if rng.uniform() < 0.7:  # the in-world short request's own object phrase, one word swapped
+        attrs = W.random_attributes(m, rng)
+        named, swap = _swap(m, _named(m, rng), rng)
+        obj = _short_object(m, attrs, named, t.phrasing, rng, swap)
+    elif m == "audio":  # or what no single note is
+        obj = _pick(rng, ("music", "a song", "a melody", f"a {c} chord", "a chord", "a drum roll", "my ringtone"))
+    else:  # or more than one shape, or a motion or place nano does not know
+        obj = _pick(rng, (f"two {c} {s}s", f"a {c} {s} and a {_pick(rng, W.SHAPES)}", f"some {s}s",
+                          f"a {c} {s} {_pick(rng, OTHER_MOTIONS)}" if m == "video" else f"a {c} {s} at the top"))
     t.human(roughen(_side(SHORT_FRAMES[m], t.phrasing, rng, always=True).format(o=obj)
                     + _pick(rng, SHORT_ENDS), rng))
     t.gpt("capability", "outside", _pick(rng, CANNOT) + CAPABILITIES)
@@ -1330,7 +1391,8 @@ def _refer_to(t: _Talk, item: dict) -> None:
         attrs[tail] = DEFAULTS[tail]
     slots = _words(dst, attrs, t.phrasing, rng)
     text = frame.format(ref=_refer(t, item), **slots).replace("  ", " ")
-    t.human(roughen(_pick(rng, ("", "", "now ", "ok, ", "great, ", "and ")) + text + _pick(rng, ("", "", ".", "?", "!")),
+    t.human(roughen(_pick(rng, ("", "", "now ", "ok, ", "great, ", "and ")) + text + _pick(rng, ("", "", ".", "?",
+                                "!")),
                     rng))
     t.gpt("media", "refer", say_made(dst, attrs, rng), [(dst, attrs, "")])
 

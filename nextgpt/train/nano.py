@@ -18,7 +18,7 @@ explains its recipe):
     talk     python -m nextgpt.nano.talk data/nano-world-8k --seed 0     free wording, conversations, edges
     foreign  python -m nextgpt.train.nano_encoder --part foreign --world data/nano-world-8k
              ImageBind-nano continued: the talk's uploads from outside the world embed apart
-    model    python -m nextgpt.train.nano_model        stages 1-8 on the parts above -> assets/nano
+    model    python -m nextgpt.train.nano_model        stages 1-9 on the parts above -> assets/nano
 """
 
 from __future__ import annotations

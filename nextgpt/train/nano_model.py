@@ -2,7 +2,7 @@
 
     python -m nextgpt.nano.world data/nano-world-8k --seed 0 --dialogues 8000 --questions 12000
     python -m nextgpt.nano.talk data/nano-world-8k --seed 0
-    python -m nextgpt.train.nano_model [--parts assets/nano] [--world data/nano-world-8k] [--only 1..8]
+    python -m nextgpt.train.nano_model [--parts assets/nano] [--world data/nano-world-8k] [--only 1..9]
 
 The parts folder holds what part 1 trained (`encoder/`, `llm/`, `image_decoder/`, `video_decoder/`,
 `audio_decoder/`); this script writes the trained NExT-GPT beside them (`config.json`, `nextgpt.safetensors`,
@@ -15,10 +15,13 @@ Stage 6, the same kind again, adds the talk's follow-ups (requests that leave ou
 questions to the model within conversations), which stages 4 and 5 leave out. Stage 7, once more, adds the talk's
 plain talk (requests as first typed, references, any question about any upload, general knowledge). Stage 8
 repeats any question about any upload, so that the upload, which the encoder now embeds apart when it comes from
-outside the world, and not the question, decides whether it is described.
-`--start FOLDER` starts the chosen stage from a model folder instead of the
-previous stage's output (the shipped folder is the input and output of a last stage run alone); the shipped
-config names every part relative to the parts folder, and parts the started model had elsewhere are copied in.
+outside the world, and not the question, decides whether it is described. Stage 9 is a pass like stage 7 on the
+talk as it is now: requests outside the world in the world's own frames (they once had frames of their own, and nano
+refused "draw a blue star"), and more of the words people use for a question or a request.
+
+`--start FOLDER` starts the chosen stage from a model folder instead of the previous stage's output (the shipped
+folder is the input and output of a last stage run alone); the shipped config names every part relative to the parts
+folder, and parts the started model had elsewhere are copied in.
 """
 
 from __future__ import annotations
@@ -50,19 +53,19 @@ class NanoStages:
     """
 
     # of the three kinds
-    kind: dict[int, int] = field(default_factory=lambda: {1: 1, 2: 2, 3: 3, 4: 3, 5: 3, 6: 3, 7: 3, 8: 3})
+    kind: dict[int, int] = field(default_factory=lambda: {1: 1, 2: 2, 3: 3, 4: 3, 5: 3, 6: 3, 7: 3, 8: 3, 9: 3})
     steps: dict[int, int] = field(default_factory=lambda: {1: 4000, 2: 3000, 3: 16000, 4: 4000, 5: 1000, 6: 2000,
-                                                                    7: 1500, 8: 1000})
+                                                                    7: 1500, 8: 1000, 9: 1500})
     batch_size: dict[int, int] = field(default_factory=lambda: {1: 16, 2: 16, 3: 10, 4: 10, 5: 10, 6: 10, 7: 10,
-                                                                         8: 10})
+                                                                         8: 10, 9: 10})
     lr: dict[int, float] = field(default_factory=lambda: {1: 1e-3, 2: 1e-3, 3: 3e-4, 4: 3e-4, 5: 1e-4, 6: 1e-4,
-                                                                      7: 1e-4, 8: 2e-4})
+                                                                      7: 1e-4, 8: 2e-4, 9: 2e-4})
     lora: dict[int, bool] = field(default_factory=lambda: {1: True, 2: False, 3: True, 4: True, 5: True, 6: True,
-                                                                      7: True, 8: True})
+                                                                      7: True, 8: True, 9: True})
     # In stage 3, 2 of each 10 examples are T_X pairs (as the official stage 3 blended its T2X sets in), and the
     # rare X -> video dialogues repeat, so the video projector learns to carry a shape read from other media.
     pair_mix: dict[int, float] = field(default_factory=lambda: {1: 0.0, 2: 0.0, 3: 0.2, 4: 0.1, 5: 0.1, 6: 0.1,
-                                                                          7: 0.1, 8: 0.1})
+                                                                          7: 0.1, 8: 0.1, 9: 0.1})
     # In stage 4 the talk's rarer tasks repeat: answers outside the world, and uploads from outside it. Stage 5
     # repeats the world's own uploads to describe instead, since stage 4 called some of them foreign. The talk's
     # follow-ups (requests that leave out what a default fills in; chat and questions to the model about what it
@@ -74,7 +77,9 @@ class NanoStages:
     # leaves out stage 4's foreign uploads, which are asked only their own questions and so teach the words, not the
     # upload; `any_upload` asks world and foreign uploads alike instead. Stage 8, once more at twice the rate, is on
     # uploads: `any_upload` and the world's own uploads to describe, after the encoder learned foreign uploads apart
-    # (`nano_encoder --part foreign`). Stage 7 alone still told them apart by the question (docs/nano.md).
+    # (`nano_encoder --part foreign`). Stage 7 alone still told them apart by the question (docs/nano.md). Stage 9,
+    # like stage 7 at stage 8's rate, retrains every request task on the talk whose outside requests share the world's
+    # frames, outside requests three times.
     repeat_tasks: dict[int, str] = field(default_factory=lambda: {
         1: "", 2: "", 3: "i2v=6,a2v=6,t2v=2",
         4: "outside=2,foreign_upload=4," + _SKIP_FOLLOW_UPS,
@@ -82,21 +87,24 @@ class NanoStages:
         6: "outside=2,foreign_upload=3,i2t=2,v2t=2,a2t=2,defaults=2,followup=2," + _SKIP_PLAIN_TALK,
         7: "outside=2,foreign_upload=0,i2t=3,v2t=3,a2t=3,defaults=2,followup=2,short=3,refer=2,edits=2,any_upload=5,"
            "knowledge=2",
-        8: "outside=2,foreign_upload=0,i2t=2,v2t=2,a2t=2,any_upload=4"})
+        8: "outside=2,foreign_upload=0,i2t=2,v2t=2,a2t=2,any_upload=4",
+        9: "outside=3,foreign_upload=0,i2t=2,v2t=2,a2t=2,defaults=2,followup=2,short=3,refer=2,edits=2,any_upload=4,"
+           "knowledge=2,small_talk=2"})
     # Stage 4 adds the talk dialogues to the world's: about two thirds of its examples are theirs.
     dialogues: dict[int, str] = field(default_factory=lambda: {1: "", 2: "", 3: "dialogues.json",
                                                                 4: "dialogues.json,talk.json",
                                                                 5: "dialogues.json,talk.json",
                                                                 6: "dialogues.json,talk.json",
                                                                 7: "dialogues.json,talk.json",
-                                                                8: "dialogues.json,talk.json"})
+                                                                8: "dialogues.json,talk.json",
+                                                                9: "dialogues.json,talk.json"})
     # Stage 3 widens the LoRA, computing the same function (`widen_lora`), from r=8 on attention to r=32 on every
     # linear layer, as the official new code's `find_all_linear_names` does: with r=8 on attention alone, LLM-nano
     # named the wrong shape in a third of its image -> video and audio -> video answers.
     lora_config: dict[int, LoRAConfig | None] = field(default_factory=lambda: {1: None, 2: None, 3: LoRAConfig(
         r=32, alpha=64, dropout=0.05,
         target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]), 4: None,
-        5: None, 6: None, 7: None, 8: None})
+        5: None, 6: None, 7: None, 8: None, 9: None})
 
 
 def nano_config(folder: Path) -> NextGPTConfig:
