@@ -171,9 +171,16 @@ def test_evaluation_lists_each_wrong_turn_with_what_was_expected_and_read(tiny_w
     from nextgpt.events import ChatResult
 
     class Mute:  # answers every turn with a text that names nothing and makes nothing
+        def __init__(self):
+            self.seeds = set()
+
         def generate(self, history, **kw):
+            self.seeds.add(kw["seed"])
             return ChatResult(text="Hello.")
 
+    every = Mute()
+    evaluate_model(every, tiny_world, split="train", log=None, seed=5)
+    assert len(every.seeds) > 1 and every.seeds == set(range(5, 5 + len(every.seeds)))  # dialogue n at seed 5 + n
     r = evaluate_model(Mute(), tiny_world, split="train", log=None, tasks={"t2i", "t2v"})
     assert len(r["failures"]) == sum(row["turns"] for row in r["tasks"].values()) > 0
     f = r["failures"][0]
@@ -249,18 +256,20 @@ def test_talk_evaluation_can_start_each_dialogue_after_unrelated_exchanges(tmp_p
     (tmp_path / "test").mkdir()
     (tmp_path / "test" / "talk.json").write_text(json.dumps([dialogue(i) for i in range(5)]))
 
-    class Recorder:  # remembers what it was shown before each answer
+    class Recorder:  # remembers what it was shown before each answer, and the seed it was given
         def __init__(self):
-            self.seen = []
+            self.seen, self.seeds = [], []
 
         def generate(self, history, **kw):
             self.seen.append([m.text for m in history])
+            self.seeds.append(kw["seed"])
             return ChatResult(text="Hello.")
 
     plain, later = Recorder(), Recorder()
     evaluate_talk(plain, tmp_path, limit=3, log=None)
     r = evaluate_talk(later, tmp_path, limit=3, log=None, after=2)
     assert plain.seen == [["question 0"], ["question 1"], ["question 2"]]
+    assert plain.seeds == [0, 1, 2]  # each dialogue its own seed, as each chat turn in the app draws its own
     for i, seen in enumerate(later.seen):
         others = {int(t.split()[1]) for t in seen[:4]}
         assert len(others) == 2 and i not in others and seen[:4:2] != seen[1:4:2]
