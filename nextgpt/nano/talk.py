@@ -112,13 +112,11 @@ RHYTHM_ADJ = {"steady": {"train": ("steady", "continuous", "constant", "sustaine
                                     "stuttering", "pulsating", "blinking", "bleeping", "broken", "on-off", "rhythmic"),
                           "held_out": ("short and choppy", "pulsing, intermittent")}}
 RHYTHM_ADV = {"steady": {"train": ("held steadily", "without breaks", "continuously", "steadily", "as one long tone",
-                                   "constantly", "without stopping", "held without a break", "nice and steady",
-                                   "with no gaps",
+                                   "constantly", "without stopping", "held without a break", "nice and steady", "with no gaps",
                                    "evenly", "without a pause"),
                          "held_out": ("steadily without stopping", "as one constant note")},
               "beeping": {"train": ("on and off", "in short beeps", "as beeps", "in pulses", "intermittently",
-                                    "beeping", "pulsing", "as a series of beeps", "in little pulses", "in bursts",
-                                    "with gaps",
+                                    "beeping", "pulsing", "as a series of beeps", "in little pulses", "in bursts", "with gaps",
                                     "stop and start"),
                           "held_out": ("in short pulses", "as little beeps on and off")}}
 MEDIUM_NOUNS = {"image": {"train": ("picture", "image", "drawing", "painting", "sketch", "illustration", "pic",
@@ -221,8 +219,7 @@ ANSWERS = {
 }
 # Cross-modal asks: the target takes the source's colour (and shape, between pictures and videos).
 CROSS = {
-    ("image", "audio"): {"train": ("make a {r} sound for this picture",
-     "what does this picture sound like as a {r} tone",
+    ("image", "audio"): {"train": ("make a {r} sound for this picture", "what does this picture sound like as a {r} tone",
                                    "play the {r} note of this shape", "play this picture's colour as a {r} tone",
                                    "turn this picture into a {r} sound", "let me hear this shape's note, {rr}"),
                          "held_out": ("give me the note of this shape, {rr}",)},
@@ -285,8 +282,7 @@ MOVE_TO_WORDS = {"left": ("to the left", "left"), "centre": ("to the centre", "t
 TWO = {  # two media in one answer: (first, second, request frames)
     ("image", "audio"): ("draw {o} and play its {r} note", "show me {o}, and let me hear its colour as a {r} tone",
                          "make a picture of {o} and a {r} sound of its colour"),
-    ("video", "audio"): ("make a video of {o} and play its {r} note",
-     "animate {o} and also play a {r} tone of its colour"),
+    ("video", "audio"): ("make a video of {o} and play its {r} note", "animate {o} and also play a {r} tone of its colour"),
     ("image", "video"): ("draw {o}, then make a video of it {dir}", "show me {o} and also animate it {dir}"),
 }
 
@@ -437,8 +433,7 @@ MORE_QUESTIONS = {
 # General knowledge, asked first or between other turns: nano does not know (`_general`).
 GENERAL = {
     "train": ("what is the capital of spain", "what is the capital of germany", "who wrote romeo and juliet",
-              "how many days are in a week", "what colour is the sky", "what colour is grass",
-              "what shape is the earth",
+              "how many days are in a week", "what colour is the sky", "what colour is grass", "what shape is the earth",
               "what shape is a football", "is the sun a star", "where is paris", "which way is north",
               "what is the biggest animal", "how tall is mount everest", "what is 7 times 8",
               "who invented the telephone", "what language do they speak in brazil", "how many legs does a spider have",
@@ -496,8 +491,7 @@ REFER = {
                         "make a drawing of {ref} {pos}", "and a picture of {ref}?"),
               "held_out": ("grab a still of {ref}", "freeze {ref} into a picture {pos}")},
     "audio": {"train": ("play its note", "play {ref} as a {r} tone", "what does {ref} sound like",
-                        "make a sound of {ref}", "let me hear {ref}", "turn {ref} into a sound",
-                        "play the note of {ref}",
+                        "make a sound of {ref}", "let me hear {ref}", "turn {ref} into a sound", "play the note of {ref}",
                         "now play its colour", "and its sound?", "give me its tone, {rr}", "play {ref}",
                         "make {ref} into a {r} sound"),
               "held_out": ("could i hear its note", "sound {ref} out, {rr}")},
@@ -539,8 +533,7 @@ REVERSE = ("reverse {ref}", "make {ref} go the other way", "the other way", "rev
 OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
 # Edits nano cannot make: a text that says what it can do, and no media.
 OUTSIDE_EDITS = {"train": ("make {ref} spin", "make {ref} bigger", "make {ref} smaller", "make {ref} {oc}",
-                           "turn {ref} into a {os}", "add {thing} next to {ref}", "add another {s}",
-                           "make {ref} louder",
+                           "turn {ref} into a {os}", "add {thing} next to {ref}", "add another {s}", "make {ref} louder",
                            "make {ref} quieter", "make {ref} faster", "make {ref} slower", "make {ref} 3d",
                            "make {ref} glow", "make {ref} bounce", "make {ref} longer", "change the background to {c}",
                            "give {ref} a face", "make {ref} sparkle", "rotate {ref}", "make {ref} transparent",
@@ -582,8 +575,7 @@ SLOTS = {"place": ("italy", "france", "spain", "germany", "japan", "china", "ind
          "item": ("book", "movie", "restaurant", "game", "podcast", "song", "recipe"),
          "when": ("time", "day", "year", "month", "date", "season", "day of the week"),
          "n": tuple(str(k) for k in range(2, 13)), "m": tuple(str(k) for k in range(2, 13))}
-GENERIC_ASKS = ("what is this", "what's this", "what is it", "describe this", "tell me about it",
-                "what do we have here",
+GENERIC_ASKS = ("what is this", "what's this", "what is it", "describe this", "tell me about it", "what do we have here",
                 "look at this", "what do you make of this", "can you tell what this is", "any idea what this is")
 # How people ask about an upload without naming what they want to know: a world upload gets its description
 LOOK_ASKS = GENERIC_ASKS + ("what do you see", "what is in this picture", "what's going on here", "tell me about this",
@@ -1143,8 +1135,7 @@ def _two(t: _Talk) -> None:
     frame = _pick(t.rng, frames)
     t.human(roughen(_prefix(frame, t.rng) + frame.format(**slots) + _pick(t.rng, SUFFIXES), t.rng))
     lead_b = {"audio": "And here is its note, a {r} {c} tone:", "video": "And here is a video of a {c} {s} {dir}:"}[b]
-    t.gpt("media",
-          "two_media", say_made(a, first, t.rng), [(a, first, ""), (b, second, lead_b.format(**answer_words(second)))])
+    t.gpt("media", "two_media", say_made(a, first, t.rng), [(a, first, ""), (b, second, lead_b.format(**answer_words(second)))])
 
 
 def _named(m: str, rng) -> set:
@@ -1351,6 +1342,8 @@ def _short(t: _Talk) -> None:
 
 
 def _short_object(m: str, attrs: dict, named: set, phrasing: str, rng, swap: dict | None = None) -> str:
+    """A short request's object: every attribute named (`object_phrase`) or some (`partial_object`); `swap` as in
+    `request`."""
     if named == set(W.ATTRIBUTES[m]):
         return (swap or {}).get("o") or object_phrase(m, attrs, phrasing, rng, swap)
     return (swap or {}).get("o") or partial_object(m, attrs, named, phrasing, rng, swap)
@@ -1391,8 +1384,7 @@ def _refer_to(t: _Talk, item: dict) -> None:
         attrs[tail] = DEFAULTS[tail]
     slots = _words(dst, attrs, t.phrasing, rng)
     text = frame.format(ref=_refer(t, item), **slots).replace("  ", " ")
-    t.human(roughen(_pick(rng, ("", "", "now ", "ok, ", "great, ", "and ")) + text + _pick(rng, ("", "", ".", "?",
-                                "!")),
+    t.human(roughen(_pick(rng, ("", "", "now ", "ok, ", "great, ", "and ")) + text + _pick(rng, ("", "", ".", "?", "!")),
                     rng))
     t.gpt("media", "refer", say_made(dst, attrs, rng), [(dst, attrs, "")])
 
