@@ -65,7 +65,7 @@ class Answer:
             self.media.append({"offset": event.text_offset, "modality": event.modality, "state": "pending", "step": 0})
         elif isinstance(event, MediaProgress):
             item = self._current(event.modality)
-            item.update(step=event.step, total=event.total)
+            item.update(step=event.step, total=event.total, sample=event.sample, samples=event.samples)
         elif isinstance(event, MediaReady):
             item = self._current(event.modality)
             item.update(state="ready", path=event.path, info=event.info, offset=event.text_offset)
@@ -110,6 +110,8 @@ class Answer:
         if item["state"] == "pending":
             total = item.get("total")
             progress = f"step {item['step']} of {total}" if total and item["step"] else "starting"
+            if item.get("samples", 1) > 1:
+                progress += f" (sample {item['sample']} of {item['samples']})"
             return [note(f"Making {_a(NOUNS[m])}: {progress}", status="pending")]
         if item["state"] == "failed":
             return [note(f"Could not make {_a(NOUNS[m])}: {item['message']}")]
@@ -121,7 +123,8 @@ class Answer:
             size = f"{info['frames']} frames at {w}×{h}" if m == "video" else f"{w}×{h}"
         steps, guided = info.get("steps"), info.get("guided_steps", info.get("steps"))
         guidance = f"guidance {info.get('guidance')}" + (f" for {guided} of them" if guided != steps else "")
-        title = f"{m} · seed {info.get('seed')} · {steps} steps · {guidance} · {info.get('seconds_taken', 0):.1f} s"
+        best = f" · best of {info['candidates']}" if info.get("candidates") else ""
+        title = f"{m} · seed {info.get('seed')} · {steps} steps · {guidance}{best} · {info.get('seconds_taken', 0):.1f} s"
         details = f"{size}. The same seed and settings give the same {m}."
         if info.get("nsfw_content_detected"):
             details += " The decoder's safety checker blanked this image."

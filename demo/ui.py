@@ -184,7 +184,7 @@ def build_demo(service: ChatService, settings: AppSettings) -> gr.Blocks:
                 # interval, except that the first words, a decoder's start and a media item's end show at once.
                 now = time.monotonic()
                 at_once = isinstance(event, (MediaReady, MediaFailed)) or (
-                    isinstance(event, MediaProgress) and event.step == 0) or (
+                    isinstance(event, MediaProgress) and event.step == 0 and event.sample == 1) or (
                     isinstance(event, TextDelta) and not words)
                 words = words or isinstance(event, TextDelta)
                 if isinstance(event, ChatResult) or (not at_once and now - shown < settings.stream_interval_s):

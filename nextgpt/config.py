@@ -96,6 +96,9 @@ class DecoderConfig:
     fps: int = 8  # video files are written at this rate
     audio_length_s: float = 9.0  # audio
     sample_rate: int = 16000  # audio
+    # Samples decoded per item; with more than one, ImageBind picks the one nearest the answer's words before it.
+    # 1 is the released model's way (one sample).
+    candidates: int = 1
 
 
 @dataclass

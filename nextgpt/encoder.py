@@ -23,7 +23,7 @@ from torch import nn
 from nextgpt.config import EncoderConfig
 from nextgpt.media import Media, MediaLimits, check_file, content_hash, preprocess
 
-__all__ = ["Encoder", "import_imagebind"]
+__all__ = ["Encoder", "import_imagebind", "text_tokenizer"]
 
 WEIGHTS_NAME = "encoder.safetensors"
 _EXPECTED_NDIM = {"image": 4, "audio": 5, "video": 6}  # with the batch dimension
@@ -104,6 +104,23 @@ def import_imagebind():
 # --- the encoder ---------------------------------------------------------------------------------------------
 
 
+def embed_raw(model: nn.Module, key: str, x: torch.Tensor) -> torch.Tensor:
+    """One ImageBind modality (a `ModalityType` key) through its preprocessor, trunk and head, before any
+    post-processing."""
+    inputs = model.modality_preprocessors[key](**{key: x})
+    y = model.modality_trunks[key](**inputs["trunk"])
+    return model.modality_heads[key](y, **inputs["head"])
+
+
+def text_tokenizer():
+    """ImageBind's own SimpleTokenizer with the BPE file shipped inside the imagebind package."""
+    import_imagebind()  # registers the package without its data.py
+    from imagebind.models.multimodal_preprocessors import SimpleTokenizer
+
+    folder = Path(importlib.util.find_spec("imagebind").submodule_search_locations[0])
+    return SimpleTokenizer(bpe_path=str(folder / "bpe" / "bpe_simple_vocab_16e6.txt.gz"))
+
+
 def embed_media(model: nn.Module, modality: str, x: torch.Tensor) -> torch.Tensor:
     """Batched ImageBind inputs -> (B, D) embeddings with NExT-GPT's post-processing: an input of several clips per
     item (audio, video) is embedded clip by clip, each normalised, then averaged. `Encoder.embed` is its frozen use;
@@ -114,9 +131,7 @@ def embed_media(model: nn.Module, modality: str, x: torch.Tensor) -> torch.Tenso
     if x.ndim >= 5:  # several clips per item: embed each clip on its own
         clips = x.shape[1]
         x = x.reshape(batch * clips, *x.shape[2:])
-    inputs = model.modality_preprocessors[key](**{key: x})
-    y = model.modality_trunks[key](**inputs["trunk"])
-    y = model.modality_heads[key](y, **inputs["head"])
+    y = embed_raw(model, key, x)
     post = model.modality_postprocessors[key]
     # Only the L2 normalisation: for audio this drops ImageBind's x20 logit scaling (NExT-GPT / PandaGPT).
     normalize = post[0] if isinstance(post, nn.Sequential) else post
@@ -136,6 +151,7 @@ class Encoder(nn.Module):
         self._keys = {"image": modality_type.VISION, "video": modality_type.VISION, "audio": modality_type.AUDIO}
         self.cache_size = cache_size
         self._cache: OrderedDict[tuple[str, str], torch.Tensor] = OrderedDict()
+        self._tokenizer = None  # ImageBind's text tokenizer, loaded on first use
         self._lock = threading.Lock()
         self.requires_grad_(False)
         self.eval()
@@ -210,6 +226,15 @@ class Encoder(nn.Module):
         if x.ndim != _EXPECTED_NDIM[modality]:
             raise ValueError(f"{modality} input must have {_EXPECTED_NDIM[modality]} dims, got {tuple(x.shape)}")
         return embed_media(self.model, modality, x.to(device=self.device, dtype=self.dtype))
+
+    @torch.no_grad()
+    def embed_text(self, texts: list[str]) -> torch.Tensor:
+        """Texts -> (n, D) L2-normalised ImageBind text embeddings, in the joint space of the media's."""
+        _, modality_type = import_imagebind()
+        if self._tokenizer is None:
+            self._tokenizer = text_tokenizer()
+        tokens = self._tokenizer(list(texts)).reshape(len(texts), -1).to(self.device)
+        return nn.functional.normalize(embed_raw(self.model, modality_type.TEXT, tokens).float(), dim=-1)
 
     def encode(self, items: list[Media], limits: MediaLimits | None = None, batch_size: int = 8) -> torch.Tensor:
         """Media items -> (n, D) embeddings on the encoder's device, in the input order.

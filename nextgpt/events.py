@@ -23,6 +23,8 @@ class MediaProgress:
     modality: str
     step: int
     total: int
+    sample: int = 1  # which of the item's candidate samples is being decoded (`DecoderConfig.candidates`)
+    samples: int = 1
 
 
 @dataclass

@@ -31,6 +31,20 @@ def decoder_seed(turn_seed: int, index: int) -> int:
     return (int(turn_seed) + index) % SEED_RANGE
 
 
+def lead_words(text: str, offset: int) -> str:
+    """The answer's words that lead into the item at `offset`: from the end of the sentence before (or the start)
+    to the item, e.g. "And here is its note, a beeping blue tone:"."""
+    head = text[:offset].rstrip()
+    cut = max(head.rfind(mark, 0, len(head) - 1) for mark in (". ", "! ", "? ", ": "))
+    return head[cut + 2:].strip() if cut >= 0 else head.strip()
+
+
+def candidate_seed(media_seed: int, k: int) -> int:
+    """The seed of a medium's k-th candidate sample: the first is the medium's own seed, the others far from the
+    seeds of the answer's other media."""
+    return (int(media_seed) + 7919 * k) % SEED_RANGE
+
+
 # --- signal runs -----------------------------------------------------------------------------------------------
 
 

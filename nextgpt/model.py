@@ -30,8 +30,10 @@ from .generation import (
     CancelCriteria,
     SignalRunLogitsProcessor,
     TokenQueueStreamer,
+    candidate_seed,
     decoder_seed,
     find_runs,
+    lead_words,
     new_seed,
     stop_like_ids,
     visible_text,
@@ -434,9 +436,11 @@ class NextGPT(nn.Module):
                     options = dict((decoder_options or {}).get(r.modality, {}))
                     media_seed = decoder_seed(seed, made[r.modality])
                     made[r.modality] += 1
-                    for event in self._decode(r.modality, cond, media_seed, options, folder):
+                    offset = min(offsets.get(r.start, len(text)), len(text))
+                    words = lead_words(text, offset)
+                    for event in self._decode(r.modality, cond, media_seed, options, folder, words):
                         if isinstance(event, (MediaReady, MediaFailed)):
-                            event.text_offset = min(offsets.get(r.start, len(text)), len(text))
+                            event.text_offset = offset
                         if isinstance(event, MediaReady):
                             result.media.append(event)
                         elif isinstance(event, MediaFailed):
@@ -444,16 +448,23 @@ class NextGPT(nn.Module):
                         yield event
             yield result
 
-    def _decode(self, modality: str, cond: torch.Tensor, seed: int, options: dict, folder: Path) -> Iterator:
-        """Run one decoder in a worker thread so its progress can be streamed, then write the file."""
+    def _decode(self, modality: str, cond: torch.Tensor, seed: int, options: dict, folder: Path,
+                words: str = "") -> Iterator:
+        """Run one decoder in a worker thread so its progress can be streamed, then write the file. With more than
+        one candidate (`DecoderConfig.candidates`) and `words` that lead into the item, that many samples are decoded
+        and the one whose ImageBind embedding lies nearest the words' is kept."""
+        options = dict(options)
+        n = max(1, int(options.pop("candidates", self.config.decoders[modality].candidates)))
+        n = n if words.strip() else 1
         events: queue.Queue = queue.Queue()
         box: dict = {}
 
         def work():
             try:
-                box["media"] = self.decoders.decode(
-                    modality, cond, seed=seed, progress=lambda k, n: events.put(MediaProgress(modality, k, n)), **options
-                )
+                box["media"] = [self.decoders.decode(
+                    modality, cond, seed=candidate_seed(seed, k),
+                    progress=lambda i, total, k=k: events.put(MediaProgress(modality, i, total, k + 1, n)),
+                    **options) for k in range(n)]
             except BaseException as e:
                 box["error"] = e
             finally:
@@ -466,8 +477,27 @@ class NextGPT(nn.Module):
             err = box["error"]
             yield MediaFailed(modality, str(err) if isinstance(err, DecoderError) else f"The {modality} decoder failed: {err}")
             return
-        path = write_media(box["media"], folder / f"{modality}-{uuid.uuid4().hex[:8]}{SUFFIXES[modality]}")
-        yield MediaReady(modality, str(path), dict(box["media"].info))
+        paths = [write_media(media, folder / f"{modality}-{uuid.uuid4().hex[:8]}{SUFFIXES[modality]}")
+                 for media in box["media"]]
+        best = self._nearest(modality, paths, words) if n > 1 else 0
+        for k, path in enumerate(paths):
+            if k != best:
+                path.unlink(missing_ok=True)
+        info = dict(box["media"][best].info)
+        if n > 1:  # the medium's seed gives it again; the sample's own seed is kept beside it
+            info.update(seed=seed, sample_seed=info["seed"], candidates=n, chosen=best,
+                        seconds_taken=round(sum(media.info.get("seconds_taken", 0) for media in box["media"]), 3))
+        yield MediaReady(modality, str(paths[best]), info)
+
+    def _nearest(self, modality: str, paths: list[Path], words: str) -> int:
+        """Which file ImageBind embeds nearest `words` (the first, should the files or words not embed)."""
+        try:
+            media = self.encoder.encode([Media(modality, str(p)) for p in paths]).float()
+            text = self.encoder.embed_text([words]).to(media.device)
+            media = nn.functional.normalize(media, dim=-1)  # a multi-clip mean is not unit-norm
+        except Exception:  # a ranking that fails must not cost the answer its media
+            return 0
+        return int((media @ text.T).squeeze(1).argmax())
 
     def generate(self, messages: list[Message] | str, *, images=(), audios=(), videos=(), **kwargs) -> ChatResult:
         """One-shot: a prompt (or whole conversation) in, the final ChatResult out."""

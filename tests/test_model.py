@@ -1,6 +1,7 @@
 """The tiny model end to end: any-to-any turns, multi-turn, checkpoints, signal runs, seeds, plain text."""
 
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -235,3 +236,46 @@ def test_cli_chat_json_and_inspect(tmp_path, media_dir):
     ko = subprocess.run([sys.executable, "-m", "nextgpt", "inspect-checkpoint", str(bad), "--preset", "tiny"],
                         capture_output=True, text=True, timeout=300)
     assert ko.returncode == 1 and "llama_proj.weight" in ko.stdout
+
+
+def test_candidates_keep_the_sample_imagebind_finds_nearest_the_answers_words(tiny_model, tmp_path, monkeypatch):
+    """With `candidates` above one the decoder samples that many times from seeds of their own (the first is the
+    medium's usual seed) and only the sample nearest the words before the item stays; a ranking that fails keeps
+    the first; without words there is nothing to rank against and one sample is made."""
+    import nextgpt.model as model_module
+    from nextgpt.generation import candidate_seed
+
+    seeds = []
+    decode = tiny_model.decoders.decode
+    monkeypatch.setattr(tiny_model.decoders, "decode", lambda *a, **k: seeds.append(k["seed"]) or decode(*a, **k))
+    dim = tiny_model.encoder.embed_dim
+    monkeypatch.setattr(tiny_model.encoder, "embed_text", lambda texts: torch.eye(dim)[:1])
+    monkeypatch.setattr(tiny_model.encoder, "encode", lambda items, **k: torch.eye(dim)[[2, 0, 3][:len(items)]])
+    monkeypatch.setattr(model_module, "lead_words", lambda text, offset: "a red circle in the centre:")
+    msg = [Message("user", "Draw a red circle.")]
+    kw = dict(seed=5, output="image", decoder_options={"image": {"candidates": 3}})
+    events = _events(tiny_model, msg, out_dir=tmp_path / "three", **kw)
+    result = _result(events)
+    assert seeds == [candidate_seed(5, k) for k in range(3)] and seeds[0] == 5
+    assert [m.info["chosen"] for m in result.media] == [1] and result.media[0].info["candidates"] == 3
+    assert result.media[0].info["seed"] == 5 and result.media[0].info["sample_seed"] == seeds[1]
+    assert sorted(p.name for p in (tmp_path / "three").iterdir()) == [Path(result.media[0].path).name]
+    steps = [e for e in events if isinstance(e, MediaProgress)]
+    assert steps[-1].step == steps[-1].total == tiny_model.config.decoders["image"].num_inference_steps
+    assert [e.sample for e in steps if e.step == 0] == [1, 2, 3] and {e.samples for e in steps} == {3}
+
+    def broken(texts):
+        raise RuntimeError("no tokenizer")
+
+    monkeypatch.setattr(tiny_model.encoder, "embed_text", broken)
+    assert _result(_events(tiny_model, msg, out_dir=tmp_path / "broken", **kw)).media[0].info["chosen"] == 0
+    seeds.clear()
+    monkeypatch.setattr(model_module, "lead_words", lambda text, offset: "")
+    result = _result(_events(tiny_model, msg, out_dir=tmp_path / "none", **kw))
+    assert seeds == [5] and not result.errors and "candidates" not in result.media[0].info
+
+
+def test_imagebind_embeds_text_in_the_media_space(tiny_model):
+    text = tiny_model.encoder.embed_text(["a red star on the left", "a steady cyan tone"])
+    assert text.shape == (2, tiny_model.encoder.embed_dim)
+    assert torch.allclose(text.norm(dim=-1), torch.ones(2), atol=1e-5)

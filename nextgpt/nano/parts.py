@@ -8,7 +8,6 @@ attribute the oracles read (named as in the world), `all` (every attribute right
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ import torch.nn.functional as F
 
 from ..config import MODALITIES, EncoderConfig
 from ..decoders import guidance_on_first
-from ..encoder import Encoder, import_imagebind
+from ..encoder import Encoder, embed_raw, import_imagebind, text_tokenizer
 from ..media import Media
 from . import oracles
 from . import world as W
@@ -87,15 +86,6 @@ def attr_key(modality: str, attrs: dict) -> tuple:
     return tuple(attrs[a] for a in W.ATTRIBUTES[modality])
 
 
-def text_tokenizer():
-    """ImageBind's own SimpleTokenizer with the BPE file shipped inside the imagebind package."""
-    import_imagebind()  # registers the package without its data.py
-    from imagebind.models.multimodal_preprocessors import SimpleTokenizer
-
-    folder = Path(importlib.util.find_spec("imagebind").submodule_search_locations[0])
-    return SimpleTokenizer(bpe_path=str(folder / "bpe" / "bpe_simple_vocab_16e6.txt.gz"))
-
-
 def tokenize(tokenizer, texts: list[str]) -> torch.Tensor:
     return tokenizer(list(texts)).reshape(len(texts), -1)  # SimpleTokenizer drops the batch dim for one text
 
@@ -108,11 +98,7 @@ def imagebind_keys() -> dict:
 
 def embed(model, modality: str, x: torch.Tensor) -> torch.Tensor:
     """One clip per item -> L2-normalised (B, D): `Encoder.embed` without the multi-clip mean (and for text too)."""
-    key = imagebind_keys()[modality]
-    inputs = model.modality_preprocessors[key](**{key: x})
-    y = model.modality_trunks[key](**inputs["trunk"])
-    y = model.modality_heads[key](y, **inputs["head"])
-    return F.normalize(y, dim=-1)
+    return F.normalize(embed_raw(model, imagebind_keys()[modality], x), dim=-1)
 
 
 def retrieval(media: torch.Tensor, text: torch.Tensor, keys: list) -> dict:
