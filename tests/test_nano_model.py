@@ -114,7 +114,7 @@ def test_recipe_widens_the_lora_before_stage_3_only(tmp_path, monkeypatch):
     monkeypatch.setattr(nano_model, "train", lambda cfg: trained.append(cfg))
     monkeypatch.setattr(nano_model, "_widened", lambda source, lora, out: widened.append((source, lora, out)) or str(out))
     nano_model.main(["--runs", str(tmp_path), "--no-ship"])
-    assert [c.stage for c in trained] == [1, 2, 3, 3, 3, 3, 3, 3, 3]  # stages 4 to 9 are more instruction tuning
+    assert [c.stage for c in trained] == [1, 2, 3, 3, 3, 3, 3, 3, 3, 3]  # stages 4 to 10 are more instruction tuning
     assert trained[3].model == str(tmp_path / "stage3" / "model") and "talk.json" in trained[3].dialogues.split(",")
     assert trained[4].model == str(tmp_path / "stage4" / "model") and trained[4].lr < trained[3].lr
     assert trained[5].model == str(tmp_path / "stage5" / "model")
@@ -130,6 +130,9 @@ def test_recipe_widens_the_lora_before_stage_3_only(tmp_path, monkeypatch):
     # stage 9, on the model stage 8 makes, every request task again, outside requests more
     assert trained[8].model == str(tmp_path / "stage8" / "model") and "outside=3" in trained[8].repeat_tasks
     assert "short=3" in trained[8].repeat_tasks and "any_upload=4" in trained[8].repeat_tasks
+    # questions asked indirectly train in stage 10 alone, on the model stage 9 makes
+    assert all("indirect=0" in c.repeat_tasks for c in trained[3:9]) and "indirect=4" in trained[9].repeat_tasks
+    assert trained[9].model == str(tmp_path / "stage9" / "model")
     assert [c.model for c in trained[:2]] == [str(tmp_path / "init"), str(tmp_path / "stage1" / "model")]
     (source, lora, out), = widened
     assert source == str(tmp_path / "stage2" / "model") and trained[2].model == str(out)
@@ -140,8 +143,8 @@ def test_recipe_widens_the_lora_before_stage_3_only(tmp_path, monkeypatch):
     trained.clear()
     nano_model.main(["--runs", str(tmp_path), "--no-ship", "--only", "5", "--start", "assets/nano"])
     assert [(c.stage, c.model) for c in trained] == [(3, "assets/nano")]
-    with pytest.raises(SystemExit, match="1 to 9"):
-        nano_model.main(["--runs", str(tmp_path), "--only", "10"])
+    with pytest.raises(SystemExit, match="1 to 10"):
+        nano_model.main(["--runs", str(tmp_path), "--only", "11"])
 
 
 def test_a_model_started_elsewhere_ships_with_its_parts_and_relative_paths(nano, tmp_path):
@@ -162,6 +165,7 @@ def test_a_model_started_elsewhere_ships_with_its_parts_and_relative_paths(nano,
     assert shipped.generation == nano.config.generation
     assert shipped.decoders["video"].num_inference_steps == nano.config.decoders["video"].num_inference_steps
     assert shipped.decoders["video"].guidance_fraction == nano.config.decoders["video"].guidance_fraction < 1
+    assert {c.candidates for c in shipped.decoders.values()} == {nano_model.CANDIDATES}  # best of two, as the recipe
 
     other = tmp_path / "other"
     shutil.copytree(tmp_path / "shipped", other)
@@ -223,10 +227,7 @@ def test_a_question_about_what_it_made_is_answered_in_text(nano, tmp_path):
 
 
 @pytest.mark.parametrize("prompt", ["Draw a giraffe.", "hello! who are you?", "Paint a pink hexagon.",
-                                    "tell me a joke", "what can you do?", pytest.param(
-                                        "What is the capital of Italy?", marks=pytest.mark.xfail(strict=True, reason=(
-                                            "known miss since stage 8: 'The colour is blue.'; stage 7 got it, and "
-                                            "both get 18 of 20 other knowledge questions (docs/nano.md)")))])
+                                    "tell me a joke", "what can you do?", "What is the capital of Italy?"])
 def test_outside_the_world_it_says_what_it_can_do(nano, tmp_path, prompt):
     from nextgpt.nano import talk
 

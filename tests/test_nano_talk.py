@@ -292,3 +292,31 @@ def test_requests_outside_the_world_come_in_the_worlds_own_frames():
         gap = sum(abs(np.mean(firsts["in"] == w) - np.mean(firsts["out"] == w)) for w in set(np.concatenate(
             list(firsts.values())))) / 2
         assert gap < 0.1, (m, gap)  # total variation between the openings' distributions
+
+
+def test_questions_asked_indirectly_answer_the_item_and_keep_the_held_out_wording_held_out():
+    """Questions wrapped as people wrap them ("do you know which way it goes?") about an upload or about what the
+    model made: answered in text about that item, never with a held-out question on the trained side, and the
+    held-out side asks in the held-out wording."""
+    pools = talk.stand_in_pools()
+    records = {p: [talk._dialogue(i, "test", p, "indirect", np.random.default_rng([8, i]), pools) for i in range(300)]
+               for p in ("in", "held_out")}
+    said = {p: [t["value"].lower() for r in records[p] for t in r["conversation"] if t["from"] == "human"]
+            for p in records}
+    assert not [t for t in said["in"] if talk._held_out_question(t) or any(p in t for p in HELD_OUT_ONLY)]
+    assert sum(t.startswith(talk.WRAPPERS) or " " + talk.WRAPPERS[1] in t for t in said["in"]) > 100
+    moves, held_out = {}, []
+    for p, recs in records.items():
+        for r in recs:
+            attrs = _attributes(r)
+            turns = r["conversation"]
+            for k, turn in enumerate(turns):
+                if turn["from"] == "gpt" and turn["kind"] == "answer":
+                    moves[turn["move"]] = moves.get(turn["move"], 0) + 1
+                    assert not turn["media"]
+                    named = oracles.caption_attributes(turn["value"])
+                    assert named and named.items() <= attrs[turn["about"]].items(), (turn, attrs[turn["about"]])
+                    if p == "held_out":
+                        held_out.append(talk._held_out_question(turns[k - 1]["value"].lower()))
+    assert min(moves.get(k, 0) for k in ("own_question", "i2t", "v2t", "a2t")) > 30, moves
+    assert np.mean(held_out) > 0.85  # the others have a typo

@@ -29,6 +29,9 @@ What it adds
 * **Plain talk** (stage 7). Requests as first typed, in the same short frames for what nano
   can and cannot make (`SHORT_FRAMES`); items of the conversation taken into another medium by reference (`REFER`);
   plainer edits and edits nano cannot make; any question about any upload; general knowledge from templates.
+* **Questions asked indirectly** (stage 10). "do you know which way it goes?", "i'd like its colour", "could you tell
+  me what shape you drew?": a wrapper and a clause or noun phrase (`WRAPPERS`, `CLAUSES`, `OWN_CLAUSES`), about an
+  upload or about what the model made.
 * **Uploads as people make them.** World items rendered at other sizes and aspects, on white, grey or tinted
   backgrounds, off-centre, as PNG or JPEG; sounds at other sample rates, mono or stereo, pure sines or richer
   timbres, other loudness, lengths and beep rates; videos at other sizes, frame rates and lengths.
@@ -1488,13 +1491,116 @@ def _knowledge(t: _Talk) -> None:
         _move(t, first=False)
 
 
+# Questions asked indirectly (stage 10), as people wrap them: "do you know which way it goes?", "i'd like to know
+# what colour you used". A wrapper and a clause in statement word order, or a wrapper and a noun phrase. The held-out
+# questions of `QUESTIONS` and `OWN_QUESTIONS` all lead with "can you tell me" or with one fixed question, so that
+# wrapper is left out and so is any combination that holds a held-out question (`_held_out_question`).
+WRAPPERS = ("could you tell me", "do you know", "i want to know", "i'd like to know", "tell me", "any idea",
+            "i wonder", "let me know", "can you say", "would you tell me", "i need to know", "please say",
+            "could you check", "do you remember", "quick question:", "i'm curious")
+NOUN_WRAPPERS = ("tell me", "i'd like", "i want", "what about", "please give", "could you give me", "can i get",
+                 "i need", "just", "and")
+CLAUSES = {
+    "colour": ("what colour it is", "which colour the shape is", "what color {n} is", "what colour you see",
+               "which colour it has", "what colour the thing in {n} is"),
+    "colour_audio": ("which colour's note this is", "what colour {n} belongs to", "whose note this is",
+                     "what colour this tone is", "which colour it sounds like"),
+    "shape": ("what shape it is", "which shape {n} has", "what the shape is", "what kind of shape you see",
+              "which shape is in {n}"),
+    "position": ("where it is", "where the shape is", "which side it is on", "where in {n} the shape is",
+                 "what part of the frame it is in", "whether it is on the left or the right"),
+    "direction": ("which way it moves", "where it is going", "which direction it goes", "how it moves",
+                  "where the shape goes", "which way the shape is moving in {n}"),
+    "rhythm": ("whether it beeps", "if it is steady or beeping", "whether the tone is continuous",
+               "if {n} pulses", "how the tone goes", "whether {n} is held or broken"),
+    "describe": ("what this is", "what you see", "what {n} shows", "what is in {n}", "what's going on in {n}",
+                 "what it is"),
+    "describe_audio": ("what this sound is", "what you hear", "what {n} sounds like", "what is playing",
+                       "what it is"),
+}
+NOUNS = {
+    "colour": ("its colour", "the colour", "the colour of the shape", "the shape's colour"),
+    "colour_audio": ("its colour", "the colour of {n}", "the note's colour"),
+    "shape": ("its shape", "the shape", "the name of the shape"),
+    "position": ("its position", "the position", "the shape's position", "its place in the frame"),
+    "direction": ("its direction", "the direction", "the direction of the motion"),
+    "rhythm": ("its rhythm", "the rhythm", "the rhythm of {n}"),
+    "describe": ("a description", "a short description", "a quick description of {n}", "a summary of {n}"),
+    "describe_audio": ("a description", "a short description", "a quick description of {n}"),
+}
+OWN_CLAUSES = {
+    "colour": ("what colour you used", "which colour you picked", "what colour you made it",
+               "what colour your shape is"),
+    "colour_audio": ("which colour's note you played", "which colour you played", "what colour that tone was"),
+    "shape": ("what shape you drew", "which shape you made", "what shape you used"),
+    "position": ("where you put it", "where you drew it", "which side you put it on"),
+    "direction": ("which way you made it move", "where your shape is going", "which direction you animated it"),
+    "rhythm": ("whether you made it beep", "if your tone is steady", "whether that was steady or beeping"),
+}
+
+
+def _held_out_question(text: str) -> bool:
+    """Whether `text` holds one of the held-out questions (about an item or to the model)."""
+    return any(re.search(re.escape(q).replace(r"\{n\}", ".*"), text)
+               for table in (QUESTIONS, OWN_QUESTIONS) for t in table.values() for q in t["held_out"])
+
+
+def indirect_question(kind: str, modality: str, rng, own: bool = False) -> str:
+    """A trained question asked indirectly: a wrapper and a clause ("do you know which way it moves"), or a wrapper
+    and a noun phrase ("i'd like its colour"); `own`: about what the model made ("do you remember what shape you
+    drew"). Never one that holds a held-out question."""
+    noun = _pick(rng, ("this ", "the ")) + _side(MEDIUM_NOUNS[modality], "in", rng)
+    while True:
+        if own and kind in OWN_CLAUSES and rng.uniform() < 0.6:
+            text = _pick(rng, WRAPPERS) + " " + _pick(rng, OWN_CLAUSES[kind])
+        elif rng.uniform() < 0.7:
+            text = _pick(rng, WRAPPERS) + " " + _pick(rng, CLAUSES[kind]).format(n=noun)
+        else:
+            text = _pick(rng, NOUN_WRAPPERS) + " " + _pick(rng, NOUNS[kind]).format(n=noun)
+        if not _held_out_question(text):
+            return text
+
+
+def _indirect(t: _Talk) -> None:
+    """An upload, or an item the model made, and one to three questions about it asked indirectly, or in other
+    trained words; the held-out side asks in `QUESTIONS`' and `OWN_QUESTIONS`' held-out wording."""
+    rng = t.rng
+    if rng.uniform() < 0.4:
+        _move(t, first=True)
+    m = _pick(rng, MODALITIES)
+    own = rng.uniform() < 0.45
+    if own:
+        _make(t, m)
+        item = t.held[-1]
+    else:
+        item = t.upload(m, W.random_attributes(m, rng))
+    for k in range(int(rng.integers(1, 4))):
+        kind = _pick(rng, (*W.ATTRIBUTES[m], "describe"))
+        qk = _question_kind(kind, m)
+        to_model = own and kind != "describe"
+        if t.phrasing == "in" and rng.uniform() < 0.75:
+            q = indirect_question(qk, m, rng, own=to_model)
+        else:
+            table = OWN_QUESTIONS if to_model and rng.uniform() < 0.5 else ANY_QUESTIONS
+            noun = _pick(rng, ("this ", "the ")) + _side(MEDIUM_NOUNS[m], "in", rng)
+            q = _side(table[qk], t.phrasing, rng, always=True).format(n=noun)
+        lead = _pick(rng, GREETINGS if k == 0 and not own else ("", "", "ok, ", "and ", "so ", "thanks! "))
+        q = roughen(lead + q + _pick(rng, ("?", "?", "", ".")), rng)
+        if to_model:
+            t.human(q)
+            t.gpt("answer", "own_question", answer(qk, item["attributes"], rng), asks=(kind,), about=item)
+        else:
+            _answer(t, item, kind, q, upload=not own and k == 0)
+
+
 # The follow-ups train in stage 6 only (`NanoStages`).
 FOLLOW_UPS = ("defaults", "followup", "asks", "general")
 # Plain talk trains in stage 7 alone (`NanoStages`).
 PLAIN_TALK = {"short": lambda t: [_short(t) for _ in range(int(t.rng.integers(1, 4)))],
               "refer": lambda t: _plain_talk(t, _refer_to), "edits": lambda t: _plain_talk(t, _plain_edit),
               "any_upload": _any_upload, "knowledge": _knowledge}
-TALK_TASKS = ("single", "conversation", "outside", "foreign_upload", "small_talk", *FOLLOW_UPS, *PLAIN_TALK)
+TALK_TASKS = ("single", "conversation", "outside", "foreign_upload", "small_talk", *FOLLOW_UPS, *PLAIN_TALK,
+              "indirect")
 # task -> (exchange, chance of one before, chance of one after, whether the one after starts afresh)
 _EDGES = {"outside": (_outside, 0.4, 0.5, False), "foreign_upload": (_foreign_upload, 0.3, 0.4, True),
           "defaults": (_defaults, 0.3, 0.3, False), "general": (_general, 0.4, 0.4, False)}
@@ -1517,6 +1623,8 @@ def _dialogue(index: int, split: str, phrasing: str, task: str, rng, pools) -> d
         _asks(t)
     elif task in PLAIN_TALK:
         PLAIN_TALK[task](t)
+    elif task == "indirect":
+        _indirect(t)
     elif task in _EDGES:  # the edge of the world, maybe after and before an ordinary exchange
         edge, before, after, fresh = _EDGES[task]
         if rng.uniform() < before:
@@ -1617,18 +1725,19 @@ def _render_pools(world_dir: Path, split: str, seed: int, counts: dict, log) -> 
 DEFAULT_COUNTS = {
     "train": {"dialogues": 16000, "small_talk": 1500, "defaults": 3000, "followup": 2500, "asks": 2500,
               "general": 1500, "short": 4000, "refer": 3000, "edits": 3000,
-              "any_upload": 3000, "knowledge": 2000, "varied": {"image": 1500, "video": 500, "audio": 700},
+              "any_upload": 3000, "knowledge": 2000, "indirect": 3000,
+              "varied": {"image": 1500, "video": 500, "audio": 700},
               "foreign": {"image": 500, "video": 150, "audio": 250}},
     "test": {"dialogues": 1200, "small_talk": 120, "defaults": 120, "followup": 120, "asks": 120,
              "general": 120, "short": 120, "refer": 120, "edits": 120, "any_upload": 120, "knowledge": 120,
-             "varied": {"image": 150, "video": 60, "audio": 80},
+             "indirect": 120, "varied": {"image": 150, "video": 60, "audio": 80},
              "foreign": {"image": 60, "video": 25, "audio": 35}},
 }
 TASK_SHARES = {"single": 0.45, "conversation": 0.35, "outside": 0.12, "foreign_upload": 0.08}
 # Tasks written after those of TASK_SHARES, each from its own random stream, so adding one leaves the others as
 # they were (stage 6 trains on the follow-ups that stages 4 and 5 leave out: `NanoStages`).
 APPENDED_TASKS = {"small_talk": 10, "defaults": 13, "followup": 14, "asks": 15, "general": 16, "short": 17,
-                  "refer": 18, "edits": 19, "any_upload": 20, "knowledge": 21}
+                  "refer": 18, "edits": 19, "any_upload": 20, "knowledge": 21, "indirect": 22}
 
 
 def generate(world_dir, seed: int = 0, counts: dict | None = None, log=print) -> dict:

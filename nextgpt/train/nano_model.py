@@ -2,7 +2,7 @@
 
     python -m nextgpt.nano.world data/nano-world-8k --seed 0 --dialogues 8000 --questions 12000
     python -m nextgpt.nano.talk data/nano-world-8k --seed 0
-    python -m nextgpt.train.nano_model [--parts assets/nano] [--world data/nano-world-8k] [--only 1..9]
+    python -m nextgpt.train.nano_model [--parts assets/nano] [--world data/nano-world-8k] [--only 1..10]
 
 The parts folder holds what part 1 trained (`encoder/`, `llm/`, `image_decoder/`, `video_decoder/`,
 `audio_decoder/`); this script writes the trained NExT-GPT beside them (`config.json`, `nextgpt.safetensors`,
@@ -17,7 +17,8 @@ plain talk (requests as first typed, references, any question about any upload, 
 repeats any question about any upload, so that the upload, which the encoder now embeds apart when it comes from
 outside the world, and not the question, decides whether it is described. Stage 9 is a pass like stage 7 on the
 talk as it is now: requests outside the world in the world's own frames (they once had frames of their own, and nano
-refused "draw a blue star"), and more of the words people use for a question or a request.
+refused "draw a blue star"), and more of the words people use for a question or a request. Stage 10, once more, adds
+questions asked indirectly ("do you know which way it goes?"), about uploads and about what the model made.
 
 `--start FOLDER` starts the chosen stage from a model folder instead of the previous stage's output (the shipped
 folder is the input and output of a last stage run alone); the shipped config names every part relative to the parts
@@ -39,72 +40,85 @@ from .common import folder_hash, parse_config
 from .stages import StageConfig, train, widen_lora
 
 
-_SKIP_PLAIN_TALK = ",".join(f"{task}=0" for task in talk.PLAIN_TALK)  # stages 4-6; stage 7 trains on it
+_SKIP_INDIRECT = "indirect=0"  # stages 4-9; stage 10 trains on questions asked indirectly
+_SKIP_PLAIN_TALK = ",".join(f"{task}=0" for task in talk.PLAIN_TALK) + "," + _SKIP_INDIRECT  # stages 4-6
 _SKIP_FOLLOW_UPS = ",".join(f"{task}=0" for task in talk.FOLLOW_UPS) + "," + _SKIP_PLAIN_TALK  # stages 4-5
+
+
+# Each item is decoded twice and ImageBind-nano keeps the sample nearest the answer's words: on 40 test captions a
+# modality, the decoders alone were right 95-97.5% of the time from one sample and 97.5-100% from the better of two
+# (docs/nano.md).
+CANDIDATES = 2
+
+
+@dataclass
+class NanoStage:
+    """One stage of the recipe: which of NExT-GPT's three kinds it is, and how long and on what it trains."""
+
+    kind: int
+    steps: int
+    lr: float
+    batch_size: int = 10
+    lora: bool = True  # train the LoRA too
+    pair_mix: float = 0.1  # share of each batch that is T_X pairs
+    repeat_tasks: str = ""  # "task=n,...": dialogues of a task n times (0: left out)
+    dialogues: str = "dialogues.json,talk.json"
+    lora_config: LoRAConfig | None = None  # widen the LoRA to this before the stage (`widen_lora`)
+
+
+def _stages() -> dict[int, NanoStage]:
+    """The recipe's stages (the world is small; the released recipe ran one epoch each). Why each is as it is:
+    docs/nano.md."""
+    return {
+        # Stage 1 also trains the LoRA here. Vicuna-7B reads a projected ImageBind token with its weights frozen;
+        # the 4-layer LLM-nano cannot: with only the projector training, its captions ignored the media.
+        1: NanoStage(1, 4000, 1e-3, batch_size=16, pair_mix=0.0, dialogues="dialogues.json"),
+        2: NanoStage(2, 3000, 1e-3, batch_size=16, lora=False, pair_mix=0.0, dialogues="dialogues.json"),
+        # Stage 3 widens the LoRA, computing the same function, from r=8 on attention to r=32 on every linear
+        # layer, as the official new code's `find_all_linear_names` does: with r=8 on attention alone, LLM-nano
+        # named the wrong shape in a third of its image -> video and audio -> video answers. 2 of each 10 examples
+        # are T_X pairs (as the official stage 3 blended its T2X sets in), and the rare X -> video dialogues
+        # repeat, so the video projector learns to carry a shape read from other media.
+        3: NanoStage(3, 16000, 3e-4, pair_mix=0.2, repeat_tasks="i2v=6,a2v=6,t2v=2", dialogues="dialogues.json",
+                     lora_config=LoRAConfig(r=32, alpha=64, dropout=0.05, target_modules=[
+                         "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])),
+        # Stage 4 adds the talk dialogues to the world's (about two thirds of its examples); the rarer talk tasks
+        # repeat: answers outside the world, and uploads from outside it.
+        4: NanoStage(3, 4000, 3e-4, repeat_tasks="outside=2,foreign_upload=4," + _SKIP_FOLLOW_UPS),
+        # Stage 5 repeats the world's own uploads to describe instead, since stage 4 called some of them foreign.
+        5: NanoStage(3, 1000, 1e-4, repeat_tasks="outside=2,i2t=2,v2t=2,a2t=2," + _SKIP_FOLLOW_UPS),
+        # The talk's follow-ups (requests that leave out what a default fills in; chat and questions to the model
+        # about what it made; more ways to ask about an upload; general knowledge) train in stage 6 alone, a pass on
+        # the model stages 1-5 make (NExT-GPT nano v2): a pass takes minutes where a rerun takes hours. Foreign
+        # uploads repeat there too: a sixth stage without them recognised a fifth fewer.
+        6: NanoStage(3, 2000, 1e-4, repeat_tasks="outside=2,foreign_upload=3,i2t=2,v2t=2,a2t=2,defaults=2,followup=2,"
+                     + _SKIP_PLAIN_TALK),
+        # Stage 7 adds plain talk (requests as first typed, items taken into another medium, plainer edits, any
+        # question about any upload, general knowledge). It leaves out stage 4's foreign uploads, which are asked
+        # only their own questions and so teach the words, not the upload; `any_upload` asks world and foreign
+        # uploads alike instead.
+        7: NanoStage(3, 1500, 1e-4, repeat_tasks="outside=2,foreign_upload=0,i2t=3,v2t=3,a2t=3,defaults=2,followup=2,"
+                     "short=3,refer=2,edits=2,any_upload=5,knowledge=2," + _SKIP_INDIRECT),
+        # Stage 8, at twice the rate, is on uploads, after the encoder learned foreign uploads apart
+        # (`nano_encoder --part foreign`): stage 7 alone still told them apart by the question.
+        8: NanoStage(3, 1000, 2e-4, repeat_tasks="outside=2,foreign_upload=0,i2t=2,v2t=2,a2t=2,any_upload=4,"
+                     + _SKIP_INDIRECT),
+        # Stage 9 retrains every request task on the talk whose outside requests share the world's frames.
+        9: NanoStage(3, 1500, 2e-4, repeat_tasks="outside=3,foreign_upload=0,i2t=2,v2t=2,a2t=2,defaults=2,followup=2,"
+                     "short=3,refer=2,edits=2,any_upload=4,knowledge=2,small_talk=2," + _SKIP_INDIRECT),
+        # Stage 10 adds questions asked indirectly, about uploads and about what the model made, and repeats the
+        # conversations, where edits by reference and questions about the model's own output are.
+        10: NanoStage(3, 1500, 2e-4, repeat_tasks="outside=2,foreign_upload=0,i2t=2,v2t=2,a2t=2,defaults=2,"
+                      "followup=2,short=2,refer=2,edits=2,any_upload=4,knowledge=2,small_talk=2,asks=2,indirect=4,"
+                      "conversation=2"),
+    }
 
 
 @dataclass
 class NanoStages:
-    """Steps, batch and learning rate per stage (the world is small; the released recipe ran one epoch each).
+    """The recipe, stage by stage."""
 
-    Stage 1 also trains the LoRA here. Vicuna-7B reads a projected ImageBind token with its weights frozen; the
-    4-layer LLM-nano cannot: with only the projector training, its captions ignored the media; with the LoRA,
-    stage 1 alone names the attributes of held-out images, videos and sounds (docs/nano.md).
-    """
-
-    # of the three kinds
-    kind: dict[int, int] = field(default_factory=lambda: {1: 1, 2: 2, 3: 3, 4: 3, 5: 3, 6: 3, 7: 3, 8: 3, 9: 3})
-    steps: dict[int, int] = field(default_factory=lambda: {1: 4000, 2: 3000, 3: 16000, 4: 4000, 5: 1000, 6: 2000,
-                                                                    7: 1500, 8: 1000, 9: 1500})
-    batch_size: dict[int, int] = field(default_factory=lambda: {1: 16, 2: 16, 3: 10, 4: 10, 5: 10, 6: 10, 7: 10,
-                                                                         8: 10, 9: 10})
-    lr: dict[int, float] = field(default_factory=lambda: {1: 1e-3, 2: 1e-3, 3: 3e-4, 4: 3e-4, 5: 1e-4, 6: 1e-4,
-                                                                      7: 1e-4, 8: 2e-4, 9: 2e-4})
-    lora: dict[int, bool] = field(default_factory=lambda: {1: True, 2: False, 3: True, 4: True, 5: True, 6: True,
-                                                                      7: True, 8: True, 9: True})
-    # In stage 3, 2 of each 10 examples are T_X pairs (as the official stage 3 blended its T2X sets in), and the
-    # rare X -> video dialogues repeat, so the video projector learns to carry a shape read from other media.
-    pair_mix: dict[int, float] = field(default_factory=lambda: {1: 0.0, 2: 0.0, 3: 0.2, 4: 0.1, 5: 0.1, 6: 0.1,
-                                                                          7: 0.1, 8: 0.1, 9: 0.1})
-    # In stage 4 the talk's rarer tasks repeat: answers outside the world, and uploads from outside it. Stage 5
-    # repeats the world's own uploads to describe instead, since stage 4 called some of them foreign. The talk's
-    # follow-ups (requests that leave out what a default fills in; chat and questions to the model about what it
-    # made, within conversations; more ways to ask about an upload; general knowledge) train in stage 6 alone, a
-    # pass like stage 5 on the model stages 1-5 make: that model is NExT-GPT nano v2 unchanged, and the pass takes
-    # minutes where a rerun takes hours. Foreign uploads repeat there too: a sixth stage without them recognised a
-    # fifth fewer. Stage 7, a pass like stage 6, adds plain talk (requests as first typed, items taken into another
-    # medium, plainer edits, any question about any upload, general knowledge) and repeats the world's uploads. It
-    # leaves out stage 4's foreign uploads, which are asked only their own questions and so teach the words, not the
-    # upload; `any_upload` asks world and foreign uploads alike instead. Stage 8, once more at twice the rate, is on
-    # uploads: `any_upload` and the world's own uploads to describe, after the encoder learned foreign uploads apart
-    # (`nano_encoder --part foreign`). Stage 7 alone still told them apart by the question (docs/nano.md). Stage 9,
-    # like stage 7 at stage 8's rate, retrains every request task on the talk whose outside requests share the world's
-    # frames, outside requests three times.
-    repeat_tasks: dict[int, str] = field(default_factory=lambda: {
-        1: "", 2: "", 3: "i2v=6,a2v=6,t2v=2",
-        4: "outside=2,foreign_upload=4," + _SKIP_FOLLOW_UPS,
-        5: "outside=2,i2t=2,v2t=2,a2t=2," + _SKIP_FOLLOW_UPS,
-        6: "outside=2,foreign_upload=3,i2t=2,v2t=2,a2t=2,defaults=2,followup=2," + _SKIP_PLAIN_TALK,
-        7: "outside=2,foreign_upload=0,i2t=3,v2t=3,a2t=3,defaults=2,followup=2,short=3,refer=2,edits=2,any_upload=5,"
-           "knowledge=2",
-        8: "outside=2,foreign_upload=0,i2t=2,v2t=2,a2t=2,any_upload=4",
-        9: "outside=3,foreign_upload=0,i2t=2,v2t=2,a2t=2,defaults=2,followup=2,short=3,refer=2,edits=2,any_upload=4,"
-           "knowledge=2,small_talk=2"})
-    # Stage 4 adds the talk dialogues to the world's: about two thirds of its examples are theirs.
-    dialogues: dict[int, str] = field(default_factory=lambda: {1: "", 2: "", 3: "dialogues.json",
-                                                                4: "dialogues.json,talk.json",
-                                                                5: "dialogues.json,talk.json",
-                                                                6: "dialogues.json,talk.json",
-                                                                7: "dialogues.json,talk.json",
-                                                                8: "dialogues.json,talk.json",
-                                                                9: "dialogues.json,talk.json"})
-    # Stage 3 widens the LoRA, computing the same function (`widen_lora`), from r=8 on attention to r=32 on every
-    # linear layer, as the official new code's `find_all_linear_names` does: with r=8 on attention alone, LLM-nano
-    # named the wrong shape in a third of its image -> video and audio -> video answers.
-    lora_config: dict[int, LoRAConfig | None] = field(default_factory=lambda: {1: None, 2: None, 3: LoRAConfig(
-        r=32, alpha=64, dropout=0.05,
-        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]), 4: None,
-        5: None, 6: None, 7: None, 8: None, 9: None})
+    stages: dict[int, NanoStage] = field(default_factory=_stages)
 
 
 def nano_config(folder: Path) -> NextGPTConfig:
@@ -134,12 +148,13 @@ def nano_config(folder: Path) -> NextGPTConfig:
         },
         decoders={
             "image": DecoderConfig(str(folder / "image_decoder"), image["guidance_scale"], image["num_inference_steps"],
-                                   image.get("guidance_fraction", 1.0), height=64, width=64),
+                                   image.get("guidance_fraction", 1.0), height=64, width=64, candidates=CANDIDATES),
             "video": DecoderConfig(str(folder / "video_decoder"), video["guidance_scale"], video["num_inference_steps"],
-                                   video.get("guidance_fraction", 1.0), height=64, width=64, num_frames=8, fps=8),
+                                   video.get("guidance_fraction", 1.0), height=64, width=64, num_frames=8, fps=8,
+                                   candidates=CANDIDATES),
             "audio": DecoderConfig(str(folder / "audio_decoder"), audio["guidance_scale"], audio["num_inference_steps"],
                                    audio.get("guidance_fraction", 1.0), audio_length_s=audio["audio_length_in_s"],
-                                   sample_rate=16000),
+                                   sample_rate=16000, candidates=CANDIDATES),
         },
         # 160: the answer that says what nano can do is about 115 tokens; the talk's longest dialogues have 6 turns,
         # and past them nano lost track (a picture asked "what's in this one?" after seven turns got "I can't")
@@ -161,8 +176,8 @@ class ShipConfig:
 
 def main(argv=None) -> None:
     a, _ = parse_config(ShipConfig, argv, "python -m nextgpt.train.nano_model", __doc__)
-    runs, plan = Path(a.runs), NanoStages()
-    stages = sorted(plan.kind)
+    runs, plan = Path(a.runs), NanoStages().stages
+    stages = sorted(plan)
     if a.only and a.only not in stages:
         raise SystemExit(f"--only takes a stage, 1 to {stages[-1]}, not {a.only}")
     init = runs / "init"
@@ -176,14 +191,13 @@ def main(argv=None) -> None:
             continue
         if a.start:
             source, a.start = a.start, ""
-        if plan.lora_config[stage] is not None:
-            source = _widened(source, plan.lora_config[stage], runs / f"stage{stage}" / "widened")
+        p = plan[stage]
+        if p.lora_config is not None:
+            source = _widened(source, p.lora_config, runs / f"stage{stage}" / "widened")
         model = train(StageConfig(
-            stage=plan.kind[stage], model=source, data=a.world, out=str(out), run=str(runs / f"stage{stage}"),
-            steps=plan.steps[stage], batch_size=plan.batch_size[stage], lr=plan.lr[stage], warmup=100,
-            features=str(runs / "features"), lora=plan.lora[stage],
-            pair_mix=plan.pair_mix[stage], repeat_tasks=plan.repeat_tasks[stage],
-            dialogues=plan.dialogues[stage] or "dialogues.json",
+            stage=p.kind, model=source, data=a.world, out=str(out), run=str(runs / f"stage{stage}"), steps=p.steps,
+            batch_size=p.batch_size, lr=p.lr, warmup=100, features=str(runs / "features"), lora=p.lora,
+            pair_mix=p.pair_mix, repeat_tasks=p.repeat_tasks, dialogues=p.dialogues,
         ))
         source = str(out)
         if stage == stages[-1] and not a.no_ship:
@@ -208,8 +222,8 @@ def ship(model: NextGPT, folder: Path) -> None:
     fresh = nano_config(folder)  # a started run keeps older settings: text decoding and each decoder's sampler
     config.generation = fresh.generation
     for m, c in config.decoders.items():
-        c.guidance_scale, c.num_inference_steps, c.guidance_fraction = (
-            fresh.decoders[m].guidance_scale, fresh.decoders[m].num_inference_steps, fresh.decoders[m].guidance_fraction)
+        for name in ("guidance_scale", "num_inference_steps", "guidance_fraction", "candidates"):
+            setattr(c, name, getattr(fresh.decoders[m], name))
     model.save_pretrained(folder, components=False)
 
 
