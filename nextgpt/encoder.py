@@ -23,7 +23,7 @@ from torch import nn
 from nextgpt.config import EncoderConfig
 from nextgpt.media import Media, MediaLimits, check_file, content_hash, preprocess
 
-__all__ = ["Encoder", "import_imagebind", "text_tokenizer"]
+__all__ = ["Encoder", "import_imagebind", "text_tokenizer", "tokenize"]
 
 WEIGHTS_NAME = "encoder.safetensors"
 _EXPECTED_NDIM = {"image": 4, "audio": 5, "video": 6}  # with the batch dimension
@@ -119,6 +119,10 @@ def text_tokenizer():
 
     folder = Path(importlib.util.find_spec("imagebind").submodule_search_locations[0])
     return SimpleTokenizer(bpe_path=str(folder / "bpe" / "bpe_simple_vocab_16e6.txt.gz"))
+
+
+def tokenize(tokenizer, texts: list[str]) -> torch.Tensor:
+    return tokenizer(list(texts)).reshape(len(texts), -1)  # SimpleTokenizer drops the batch dim for one text
 
 
 def embed_media(model: nn.Module, modality: str, x: torch.Tensor) -> torch.Tensor:
@@ -233,7 +237,7 @@ class Encoder(nn.Module):
         _, modality_type = import_imagebind()
         if self._tokenizer is None:
             self._tokenizer = text_tokenizer()
-        tokens = self._tokenizer(list(texts)).reshape(len(texts), -1).to(self.device)
+        tokens = tokenize(self._tokenizer, texts).to(self.device)
         return nn.functional.normalize(embed_raw(self.model, modality_type.TEXT, tokens).float(), dim=-1)
 
     def encode(self, items: list[Media], limits: MediaLimits | None = None, batch_size: int = 8) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 import torch
 
-from nextgpt.generation import SignalRunLogitsProcessor, find_runs, visible_text
+from nextgpt.generation import SignalRunLogitsProcessor, find_runs, lead_words, visible_text
 
 RUNS = {"image": [10, 11, 12, 13], "video": [20, 21, 22], "audio": [30, 31]}
 NEVER = [8, 9]  # <Img>, </Img>
@@ -89,3 +89,10 @@ def test_stop_string_in_every_tokenisation():
     for tail in (whole, pieces):
         assert bool(stop(torch.tensor([hello + tail]), None)[0])
     assert not bool(stop(torch.tensor([hello + pieces[:-1]]), None)[0])
+
+
+def test_lead_words_are_the_sentence_that_leads_into_an_item():
+    text = "Sure! Here is a blue star: And here is its note, a beeping blue tone:"
+    assert lead_words(text, len("Sure! Here is a blue star:")) == "Here is a blue star:"
+    assert lead_words(text, len(text)) == "And here is its note, a beeping blue tone:"
+    assert lead_words("Here it is.", 0) == ""

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ..config import MODALITIES, EncoderConfig
 from ..decoders import guidance_on_first
-from ..encoder import Encoder, embed_raw, import_imagebind, text_tokenizer
+from ..encoder import Encoder, embed_raw, import_imagebind, text_tokenizer, tokenize
 from ..media import Media
 from . import oracles
 from . import world as W
@@ -84,10 +84,6 @@ def read_split(world_dir, split: str) -> dict:
 
 def attr_key(modality: str, attrs: dict) -> tuple:
     return tuple(attrs[a] for a in W.ATTRIBUTES[modality])
-
-
-def tokenize(tokenizer, texts: list[str]) -> torch.Tensor:
-    return tokenizer(list(texts)).reshape(len(texts), -1)  # SimpleTokenizer drops the batch dim for one text
 
 
 def imagebind_keys() -> dict:

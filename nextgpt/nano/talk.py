@@ -1545,11 +1545,16 @@ def _held_out_question(text: str) -> bool:
                for table in (QUESTIONS, OWN_QUESTIONS) for t in table.values() for q in t["held_out"])
 
 
+def _medium_ref(modality: str, rng) -> str:
+    """An item named by its medium, as a question names it: "this clip", "the picture"."""
+    return _pick(rng, ("this ", "the ")) + _side(MEDIUM_NOUNS[modality], "in", rng)
+
+
 def indirect_question(kind: str, modality: str, rng, own: bool = False) -> str:
     """A trained question asked indirectly: a wrapper and a clause ("do you know which way it moves"), or a wrapper
     and a noun phrase ("i'd like its colour"); `own`: about what the model made ("do you remember what shape you
     drew"). Never one that holds a held-out question."""
-    noun = _pick(rng, ("this ", "the ")) + _side(MEDIUM_NOUNS[modality], "in", rng)
+    noun = _medium_ref(modality, rng)
     while True:
         if own and kind in OWN_CLAUSES and rng.uniform() < 0.6:
             text = _pick(rng, WRAPPERS) + " " + _pick(rng, OWN_CLAUSES[kind])
@@ -1582,7 +1587,7 @@ def _indirect(t: _Talk) -> None:
             q = indirect_question(qk, m, rng, own=to_model)
         else:
             table = OWN_QUESTIONS if to_model and rng.uniform() < 0.5 else ANY_QUESTIONS
-            noun = _pick(rng, ("this ", "the ")) + _side(MEDIUM_NOUNS[m], "in", rng)
+            noun = _medium_ref(m, rng)
             q = _side(table[qk], t.phrasing, rng, always=True).format(n=noun)
         lead = _pick(rng, GREETINGS if k == 0 and not own else ("", "", "ok, ", "and ", "so ", "thanks! "))
         q = roughen(lead + q + _pick(rng, ("?", "?", "", ".")), rng)

@@ -50,12 +50,12 @@ import torch
 import torch.nn.functional as F
 
 from nextgpt.config import MODALITIES
-from nextgpt.encoder import Encoder, embed_media, import_imagebind
+from nextgpt.encoder import Encoder, embed_media, import_imagebind, text_tokenizer, tokenize
 from nextgpt.media import (CLIP_MEAN, CLIP_STD, IMAGE_SIZE, Media, _normalize_clip, _short_side_scale, load_audio,
                            load_image, load_video, preprocess)
 from nextgpt.nano import parts
 from nextgpt.nano import world as W
-from nextgpt.nano.parts import attr_key, embed, imagebind_keys, read_split, text_tokenizer, tokenize
+from nextgpt.nano.parts import attr_key, embed, imagebind_keys, read_split
 from nextgpt.train.common import (Run, RunConfig, optimizer_step, parse_config, seed_everything, soft_infonce,
                                   warmup_cosine, write_json)
 
