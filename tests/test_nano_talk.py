@@ -320,3 +320,33 @@ def test_questions_asked_indirectly_answer_the_item_and_keep_the_held_out_wordin
                         held_out.append(talk._held_out_question(turns[k - 1]["value"].lower()))
     assert min(moves.get(k, 0) for k in ("own_question", "i2t", "v2t", "a2t")) > 30, moves
     assert np.mean(held_out) > 0.85  # the others have a typo
+
+
+def test_broad_wording_holds_no_held_out_phrase_and_names_what_it_makes():
+    """The broad wording (stage 11) recombines trained phrases: no held-out phrase on the trained side, the held-out
+    side asks in the held-out wording, every made item named right and every answer about its item."""
+    pools = talk.stand_in_pools()
+    records = {p: [talk._dialogue(i, "test", p, "broad", np.random.default_rng([9, i]), pools) for i in range(150)]
+               for p in ("in", "held_out")}
+    said = {p: [t["value"].lower() for r in records[p] for t in r["conversation"] if t["from"] == "human"]
+            for p in records}
+    assert not [t for t in said["in"] if talk.held_out_text(t) or any(p in t for p in HELD_OUT_ONLY)]
+    assert np.mean([talk.held_out_text(t) for t in said["held_out"]]) > 0.3
+    assert _named_right(records["in"] + records["held_out"]) > 300
+    moves = {}
+    for r in records["in"]:
+        attrs = _attributes(r)
+        for turn in r["conversation"]:
+            if turn["from"] == "gpt":
+                moves[turn["move"]] = moves.get(turn["move"], 0) + 1
+                if turn["kind"] == "answer":
+                    named = oracles.caption_attributes(turn["value"])
+                    assert named and named.items() <= attrs[turn["about"]].items(), turn
+    assert min(moves.get(k, 0) for k in ("two_media", "own_question", "edit", "refer", "outside", "t2i", "t2v",
+                                         "t2a", "i2t")) >= 5, moves
+
+
+def test_held_out_text_finds_held_out_phrases_in_any_sentence():
+    assert talk.held_out_text("Hey, draw a star on the left of the frame please")
+    assert talk.held_out_text("ok, which color does this clip show?")
+    assert not talk.held_out_text("draw a red star on the left")

@@ -46,6 +46,7 @@ phrasing splits, `"phrasing": "in"` and `"held_out"`.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -1473,10 +1474,17 @@ def _any_upload(t: _Talk) -> None:
 
 
 def _knowledge(t: _Talk) -> None:
+    """General knowledge, or a task nano cannot do, around ordinary exchanges now and then."""
+    if t.rng.uniform() < 0.4:
+        _move(t, first=True)
+    _knowledge_turn(t)
+    if t.rng.uniform() < 0.4:
+        _move(t, first=False)
+
+
+def _knowledge_turn(t: _Talk) -> None:
     """General knowledge, or a task nano cannot do, filled in from slots: it says so, and what it can do."""
     rng = t.rng
-    if rng.uniform() < 0.4:
-        _move(t, first=True)
     cannot = rng.uniform() < 0.3
     frame = _side(CANNOT_DO if cannot else KNOWLEDGE, t.phrasing, rng, always=True)
     fill = {k: _pick(rng, v) for k, v in SLOTS.items()}
@@ -1487,8 +1495,6 @@ def _knowledge(t: _Talk) -> None:
     t.human(roughen(_pick(rng, ("", "", "hey, ", "ok, ", "so ", "quick question: ", "hi, ")) + text
                     + _pick(rng, ("?", "?", "", "!", ".")), rng))
     t.gpt("capability", "outside", _pick(rng, CANNOT if cannot else DONT_KNOW) + CAPABILITIES)
-    if rng.uniform() < 0.4:
-        _move(t, first=False)
 
 
 # Questions asked indirectly (stage 10), as people wrap them: "do you know which way it goes?", "i'd like to know
@@ -1598,6 +1604,340 @@ def _indirect(t: _Talk) -> None:
             _answer(t, item, kind, q, upload=not own and k == 0)
 
 
+# Broad wording (stage 11): the trained phrases taken apart and put together in new orders and combinations, as
+# people say them ("a clip of a star sliding over to the left, in red"), and questions, requests for two media and
+# questions to the model in more words. Nothing here holds a held-out phrase (`held_out_text`): the held-out side
+# stays unseen.
+BROAD_MOVES = {
+    "verbs": ("moving", "going", "heading", "sliding", "drifting", "gliding", "travelling", "traveling", "floating",
+              "shifting", "rolling", "sailing", "running", "zooming", "creeping", "flying", "racing", "cruising",
+              "wandering", "passing", "scooting", "that moves", "that goes", "that heads", "that slides",
+              "that drifts", "that glides", "that travels", "that floats", "that rolls", "which moves", "as it moves"),
+    "left": ("left", "to the left", "leftwards", "leftward", "over to the left", "off to the left",
+             "across to the left", "to the left side", "left across the frame", "from right to left", "to the left-hand side"),
+    "right": ("right", "to the right", "rightwards", "rightward", "over to the right", "off to the right",
+              "across to the right", "to the right side", "right across the frame", "from left to right", "to the right-hand side"),
+    "up": ("up", "upwards", "upward", "to the top", "towards the top", "up to the top", "up the frame",
+           "from bottom to top", "skywards", "up and away", "to the top edge"),
+    "down": ("down", "downwards", "downward", "to the bottom", "towards the bottom", "down to the bottom",
+             "down the frame", "from top to bottom", "to the bottom edge", "down and away"),
+    "alone": {"up": ("rising", "climbing", "ascending", "soaring", "lifting off", "rising up", "climbing upwards"),
+              "down": ("falling", "sinking", "dropping", "descending", "plunging", "tumbling down", "dropping down")},
+}
+BROAD_SIDES = {
+    "preps": ("on", "at", "to", "over on", "over at", "in", "near", "along", "by", "up against", "close to"),
+    "left": ("the left", "the left side", "the left-hand side", "the left edge", "the left half", "the far left",
+             "the left part", "the left of the image", "the left side of the canvas", "the left of the canvas"),
+    "right": ("the right", "the right side", "the right-hand side", "the right edge", "the right half",
+              "the far right", "the right part", "the right of the image", "the right side of the canvas",
+              "the right of the canvas"),
+    "centre": ("in the centre", "in the center", "in the middle", "at the centre", "at the center", "centred",
+               "centered", "in the middle of the frame", "in the centre of the image", "right in the middle",
+               "smack in the middle", "in the exact centre", "at the middle", "in the central part",
+               "in the middle of the canvas", "in the center of the image", "right at the centre"),
+}
+BROAD_RHYTHM = {"steady": ("droning", "unwavering", "ongoing", "level", "lasting", "held", "sustained", "flat",
+                           "even", "continuous", "constant", "steady", "smooth", "long", "unbroken", "stable"),
+                "beeping": ("beepy", "bleepy", "chopped", "flickering", "throbbing", "blippy", "pulsing", "choppy",
+                            "beeping", "intermittent", "pulsed", "staccato", "stuttering", "on-off", "broken",
+                            "short")}
+BROAD_RHYTHM_NOUNS = {"steady": ("tone", "note", "sound", "hum", "drone"),
+                      "beeping": ("beeps", "pulses", "bursts", "blips", "bleeps")}
+BROAD_NOUNS = {"image": (("still", "painted", "drawn", "simple", "little", "small", "quick", "digital", "flat", "nice",
+                          "colour", "color"), ("picture", "image", "drawing", "painting", "sketch", "illustration",
+                                               "pic", "artwork", "graphic")),
+               "video": (("short", "animated", "little", "quick", "moving", "tiny", "brief", "small", "simple"),
+                         ("video", "clip", "film", "movie", "animation", "cartoon", "footage", "gif", "video clip",
+                          "movie clip", "animation clip")),
+               "audio": (("short", "little", "quick", "simple", "pure", "musical", "single", "clear", "soft"),
+                         ("tone", "note", "sound", "beep", "hum", "chime", "sound clip", "audio clip", "pitch"))}
+BROAD_OBJECTS = {
+    "image": ("{a} {c} {s} {pos}", "{a} {s} in {c} {pos}", "{a} {s} {pos} in {c}", "{a} {c} {s}, {pos}",
+              "{a} {s} coloured {c} {pos}", "{a} {s} colored {c}, {pos}", "{pos}, {a} {c} {s}",
+              "{a} {c}-coloured {s} {pos}", "{a} {c} {s} positioned {pos}", "{a} {c} {s} located {pos}",
+              "{a} {s} in the colour {c} {pos}", "{a} {s} with a {c} colour {pos}", "{a} {c} {s} shape {pos}",
+              "{a} {s} that is {c}, placed {pos}", "{a} {c} {s} drawn {pos}", "{a} {s}, all {c}, {pos}"),
+    "video": ("{a} {c} {s} {dir}", "{a} {s} in {c} {dir}", "{a} {s} {dir} in {c}", "{a} {c} {s}, {dir}",
+              "{a} {s} coloured {c}, {dir}", "{a} {c}-coloured {s} {dir}", "{a} {s} that is {c}, {dir}",
+              "{a} {c} {s} that keeps {dir}", "{a} {s} in the colour {c} {dir}", "{a} {s} with a {c} colour {dir}",
+              "{a} {c} {s} shape {dir}", "{a} {s}, all {c}, {dir}", "{a} {c} {s} slowly {dir}"),
+    "audio": ("{a} {r} {c} tone", "{a} {r} tone of {c}", "the {c} note, {rr}", "the note of {c} {rr}",
+              "{a} {c} note that is {r}", "{a} {r} sound in {c}", "{c}'s tone, {r}", "{a} {r} {c} sound",
+              "{c}'s {r} note", "{a} {r} hum of {c}", "the tone of {c}, {rr}", "{a} {r} note in {c}",
+              "the {c} sound, played {rr}", "{a} {c} tone played {rr}", "the {c} note played {rr}",
+              "{a} {r} {c} note", "the sound of {c} {rr}", "{c}, {rr}", "{a} {r} tone in the colour {c}"),
+}
+BROAD_FRAMES = {
+    "image": {"leads": ("draw", "paint", "sketch", "show me", "show", "render", "illustrate", "create", "make",
+                        "make me", "give me", "generate", "produce", "design", "draw me", "paint me", "do",
+                        "i want", "i'd like", "i need", "can i have", "could i have", "may i have", "can i get",
+                        "i would like", "i'm hoping for", "how about", "i want to see", "i'd like to see",
+                        "can i see", "i wanna see", "i would like to see", "please make"),
+              "bodies": ("{o}", "{o}", "{n} of {o}", "{n} showing {o}", "{n} with {o}", "{n} that shows {o}",
+                         "{n} featuring {o}", "{n} containing {o}", "{n} of {o} for me")},
+    "video": {"leads": ("animate", "film", "record", "make", "create", "generate", "render", "produce", "show me",
+                        "give me", "make me", "i want", "i'd like", "i need", "can i have", "could i have",
+                        "can i get", "i'd like to watch", "i want to watch", "can i watch", "i wanna watch",
+                        "i would like", "how about", "please make"),
+              "bodies": ("{o}", "{n} of {o}", "{n} of {o}", "{n} showing {o}", "{n} with {o}", "{n} where we see {o}",
+                         "{n} featuring {o}", "{n} that shows {o}")},
+    "audio": {"leads": ("play", "play me", "let me hear", "i want to hear", "can i hear", "i wanna hear", "sound",
+                        "hum", "make", "generate", "create", "produce", "give me", "get me", "i need", "i want",
+                        "can i have", "could you play", "could i have", "may i hear", "i would like to hear",
+                        "please play", "go ahead and play"),
+              "bodies": ("{o}", "{o}", "{o}", "{n}: {o}", "{n}, {o}")},
+}
+BROAD_QUESTIONS = {
+    "colour": ("what colour is the thing", "which colour does it have", "what shade is it", "what hue is the shape",
+               "which color is the shape", "what colour are we looking at", "what colour is shown",
+               "what colour does {n} have", "what's the shape's colour", "which colour has the shape got",
+               "what colour is the shape in it", "colour of the shape?", "how is it coloured", "is it blue or what",
+               "what colour is this one"),
+    "colour_audio": ("which colour does this tone belong to", "whose tone is it", "what colour goes with it",
+                     "which colour is {n}", "what colour does this note match", "which colour's sound is it",
+                     "what colour would you say this is", "which colour plays this note", "whose sound is this",
+                     "which colour's tone is this one"),
+    "shape": ("what sort of shape is it", "which shape is this", "what shape are we looking at", "what's this shape",
+              "which shape does it show", "what form is it", "which shape is shown in {n}", "what shape is the thing",
+              "is it a star or what", "shape of the thing?", "what shape have we got", "which shape is in it"),
+    "position": ("whereabouts is it", "where is the shape placed", "where's it sitting", "where is it located",
+                 "what side is the shape on", "which part of {n} is it in", "where does it appear in {n}",
+                 "where exactly is the shape", "is the shape left, right or in the middle", "where is it positioned",
+                 "where's the thing", "which half is it in", "where did the shape land"),
+    "direction": ("which way is it going", "where is it heading", "where's it heading", "what direction is it going",
+                  "which way does the shape travel", "where is the shape headed", "which direction is it heading in",
+                  "what way is it moving", "which way does it drift", "is it going up, down, left or right",
+                  "which way is it travelling", "where is the shape moving to", "what's the direction",
+                  "where does the thing go", "which way does {n} move"),
+    "rhythm": ("is it beeping or steady", "is {n} continuous", "is the sound broken up", "does it go on and off",
+               "is it one long tone", "is the tone steady or choppy", "how does {n} go", "what kind of rhythm is it",
+               "is it held or beeping", "is the note steady", "does it stop and start", "steady or pulsing?",
+               "does the tone have gaps", "is it a long note or beeps"),
+    "describe": ("what have you got here", "what do you make of {n}", "describe what's in {n}", "what is shown in {n}",
+                 "what can you see", "what's in it", "summarise {n}", "describe {n} for me", "what does it look like",
+                 "what's happening here", "talk me through {n}", "what are we looking at", "what's on {n}",
+                 "explain what you see", "what is going on"),
+    "describe_audio": ("what can you hear", "describe what you hear", "what kind of sound is this",
+                       "what's playing", "what am i listening to", "describe {n} for me", "what's the sound",
+                       "what is this noise", "what do you make of {n}", "what does it sound like to you"),
+}
+BROAD_OWN = {
+    "colour": ("which colour did you go for", "what colour did you draw it in", "what colour is the one you made",
+               "which colour did you use for it", "what colour did you paint it", "what colour is yours"),
+    "colour_audio": ("which colour's note was that", "what colour did you play", "whose note did you play",
+                     "which colour was your tone"),
+    "shape": ("what shape did you make", "which shape did you draw", "what shape is yours", "which shape was it"),
+    "position": ("where did you put the shape", "which side is your shape on", "where did you place it",
+                 "where is the shape you drew"),
+    "direction": ("which way does yours go", "where did you send the shape", "which way is your shape moving",
+                  "which direction does it go in your video"),
+    "rhythm": ("did you make it steady or beeping", "is your note beeping", "was your tone held",
+               "did your tone beep"),
+    "describe": ("what did you just make", "what did you make", "describe what you made", "what did you draw",
+                 "tell me about what you made", "what is it you made", "describe your {m}", "what's in your {m}",
+                 "what was that", "what did you just do", "what's that you made", "explain what you made"),
+}
+BROAD_OWN_NOUNS = {"image": ("picture", "drawing", "image"), "video": ("video", "clip", "animation"),
+                   "audio": ("sound", "tone", "note")}
+BROAD_TWO = {  # the second medium of two, after the first's request: {o2} its words
+    "audio": ("and play its note", "and play its {r} note", "and let me hear its colour as a {r} tone",
+              "and give me its sound, {rr}", "plus its {r} tone", "and also its note, {rr}",
+              "and a {r} tone of its colour", "with its {r} sound", "then play how it sounds, {rr}",
+              "and its note too", "and play it as a sound", "and then play its colour, {rr}",
+              "and make a {r} sound of it"),
+    "video": ("then make a video of it {dir}", "and animate it {dir}", "then make it move {dir}",
+              "and a clip of it {dir}", "then film it {dir}", "and also animate it", "then animate it {dir}",
+              "and make a video where it goes {dway}", "and then a video of it {dir}"),
+}
+BROAD_PAIRS = (("image", "audio"), ("video", "audio"), ("image", "video"))
+
+
+@functools.cache
+def _held_out_patterns() -> tuple:
+    """Every held-out phrase of the grammar with enough of its own words to be told apart, as regular expressions
+    (a slot matches any words)."""
+    phrases = set()
+
+    def walk(x):
+        if isinstance(x, dict):
+            for k, v in x.items():
+                if k == "held_out":
+                    phrases.update(p[0] if isinstance(p, tuple) else p for p in v)
+                else:
+                    walk(v)
+
+    for table in (POSITION_WORDS, MOVE_WORDS, RHYTHM_ADJ, RHYTHM_ADV, MEDIUM_NOUNS, OBJECTS, FRAMES, QUESTIONS,
+                  CROSS, PLAIN_OBJECTS, OWN_QUESTIONS, GENERAL, SMALL_TALK, NOTHING_ASKS, SHORT_FRAMES, REFER,
+                  REFER_FROM_SOUND, PLAIN_EDITS, OUTSIDE_EDITS, KNOWLEDGE, CANNOT_DO):
+        walk(table)
+    out = []
+    for p in phrases:
+        if len(re.sub(r"\{\w+\}", "", p).strip(" ,:")) >= 8:
+            out.append(re.compile(re.sub(r"\\\{\w+\\\}", ".+?", re.escape(p))))
+    return tuple(out)
+
+
+def held_out_text(text: str) -> bool:
+    """Whether `text` holds a held-out phrase of any table (the broad wording must not)."""
+    text = text.lower()
+    return any(p.search(text) for p in _held_out_patterns())
+
+
+def _broad_words(attrs: dict, rng) -> dict:
+    """Broad words for an item's attributes, the trained ones among them."""
+    slots = _words("video" if "direction" in attrs else "image", attrs, "in", rng)
+    if "position" in attrs:
+        pos = attrs["position"]
+        slots["pos"] = _pick(rng, BROAD_SIDES["centre"]) if pos == "centre" else \
+            f"{_pick(rng, BROAD_SIDES['preps'])} {_pick(rng, BROAD_SIDES[pos])}"
+    if "direction" in attrs:
+        d = attrs["direction"]
+        alone = BROAD_MOVES["alone"].get(d, ())
+        slots["dway"] = _pick(rng, BROAD_MOVES[d])
+        verb = _pick(rng, BROAD_MOVES["verbs"])
+        while verb == "gliding" and slots["dway"].startswith("towards"):  # "gliding towards" is held out
+            verb = _pick(rng, BROAD_MOVES["verbs"])
+        slots["dir"] = _pick(rng, alone) if alone and rng.uniform() < 0.25 else f"{verb} {slots['dway']}"
+    if "rhythm" in attrs:
+        r = attrs["rhythm"]
+        words = BROAD_RHYTHM[r]
+        slots["r"] = _pick(rng, words) if rng.uniform() < 0.7 else \
+            f"{_pick(rng, words)}{_pick(rng, (' and ', ', '))}{_pick(rng, words)}"
+        noun = _pick(rng, BROAD_RHYTHM_NOUNS[r])
+        slots["rr"] = _side(RHYTHM_ADV[r], "in", rng) if rng.uniform() < 0.5 else \
+            (f"as one {_pick(rng, words)} {noun}" if r == "steady" else f"in {_pick(rng, words)} {noun}")
+    if "colour" in attrs and rng.uniform() < 0.15:
+        slots["c"] = _pick(rng, COLOUR_WORDS[attrs["colour"]])
+    return slots
+
+
+def _broad_noun(modality: str, rng) -> str:
+    adjectives, nouns = BROAD_NOUNS[modality]
+    noun = _pick(rng, nouns)
+    return f"{_pick(rng, adjectives)} {noun}" if rng.uniform() < 0.35 else noun
+
+
+def broad_request(modality: str, attrs: dict, rng, named: set | None = None, swap: dict | None = None,
+                  ending: bool = True) -> str:
+    """A request in broad wording (as `request`; `ending`: with a closing word or mark), drawn again until it holds
+    no held-out phrase."""
+    while True:
+        f = BROAD_FRAMES[modality]
+        body = _pick(rng, f["bodies"])
+        if modality == "video" and named is not None and "direction" not in named and "{n}" not in body:
+            body = "{n} of {o}"
+        frame = f"{_pick(rng, f['leads'])} {body}"
+        slots = _broad_words(attrs, rng) | (swap or {})
+        obj = _fill(_pick(rng, BROAD_OBJECTS[modality]), slots, rng) if named is None else \
+            partial_object(modality, attrs, named, "in", rng, swap)
+        noun = _broad_noun(modality, rng)
+        text = frame.format(o=(swap or {}).get("o", obj), n=f"{_article(noun)} {noun}")
+        text = roughen(_prefix(frame, rng) + text + (_pick(rng, SUFFIXES) if ending else ""), rng)
+        if not held_out_text(text):
+            return text
+
+
+def _broad_make(t: _Talk, modality: str) -> None:
+    attrs = W.random_attributes(modality, t.rng)
+    named = None if t.rng.uniform() < 0.75 else _named(modality, t.rng)
+    if named is not None:
+        attrs.update({a: DEFAULTS[a] for a in W.ATTRIBUTES[modality] if a not in named})
+    _make(t, modality, attrs, broad_request(modality, attrs, t.rng, named))
+
+
+def _broad_two(t: _Talk) -> None:
+    """Two media in one answer, asked in broad words, often briefly ("draw a red star and play its note")."""
+    rng = t.rng
+    a, b = _pick(rng, BROAD_PAIRS)
+    first = W.random_attributes(a, rng)
+    named = None if rng.uniform() < 0.6 else _named(a, rng)
+    if named is not None:
+        first.update({k: DEFAULTS[k] for k in W.ATTRIBUTES[a] if k not in named})
+    second = {**W.random_attributes(b, rng), "colour": first["colour"]}
+    if "shape" in second:
+        second["shape"] = first["shape"]
+    while True:
+        tail = _pick(rng, BROAD_TWO[b])
+        if "{" not in tail or tail.endswith("it"):  # nothing named: the default
+            second[TAIL[b]] = DEFAULTS[TAIL[b]]
+        text = broad_request(a, first, rng, named, ending=False) + _pick(rng, (" ", ", ", " ")) + \
+            tail.format(**_broad_words(second, rng))
+        text = roughen(text + _pick(rng, SHORT_ENDS), rng)
+        if not held_out_text(text):
+            break
+    t.human(text)
+    lead_b = {"audio": "And here is its note, a {r} {c} tone:", "video": "And here is a video of a {c} {s} {dir}:"}[b]
+    t.gpt("media", "two_media", say_made(a, first, rng), [(a, first, ""), (b, second, lead_b.format(**answer_words(second)))])
+
+
+def _broad_ask(t: _Talk, item: dict, upload: bool) -> None:
+    """A question about `item` in broad words; about what the model made, often asked of the model."""
+    rng = t.rng
+    m = item["modality"]
+    kind = _pick(rng, (*W.ATTRIBUTES[m], "describe"))
+    qk = _question_kind(kind, m)
+    own = item.get("made") and not upload and rng.uniform() < 0.5
+    while True:
+        if own:
+            table = BROAD_OWN["describe" if kind == "describe" else qk]
+            q = _pick(rng, table).format(m=_pick(rng, BROAD_OWN_NOUNS[m]))
+        else:
+            q = _pick(rng, BROAD_QUESTIONS[qk]).format(n=_pick(rng, ("this ", "the ")) + _broad_noun(m, rng))
+        q = roughen(_pick(rng, ("", "", "ok, ", "and ", "so ", "hey, ")) + q + _pick(rng, ("?", "?", "", ".")), rng)
+        if not held_out_text(q):
+            break
+    if not own:
+        return _answer(t, item, kind, q, upload)
+    reply = describe(m, item["attributes"], rng) if kind == "describe" else answer(qk, item["attributes"], rng)
+    t.human(q)
+    t.gpt("answer", "own_question", reply, asks=W.ATTRIBUTES[m] if kind == "describe" else (kind,), about=item)
+
+
+def _broad_outside(t: _Talk) -> None:
+    """A request in broad words for something nano cannot make."""
+    rng = t.rng
+    m = _pick(rng, MODALITIES)
+    attrs = W.random_attributes(m, rng)
+    named, swap = _swap(m, set(W.ATTRIBUTES[m]) if rng.uniform() < 0.5 else _named(m, rng), rng)
+    attrs.update({a: DEFAULTS[a] for a in W.ATTRIBUTES[m] if a not in named})
+    t.human(broad_request(m, attrs, rng, None if named == set(W.ATTRIBUTES[m]) else named, swap))
+    t.gpt("capability", "outside", _pick(rng, CANNOT) + CAPABILITIES)
+
+
+def _broad(t: _Talk) -> None:
+    """A conversation of two to five turns in broad wording: new requests (one medium or two), questions about an
+    upload or about what the model made, edits by reference, items taken into another medium, and requests and
+    questions outside the world. The held-out side asks in the held-out wording instead."""
+    rng = t.rng
+    broad = t.phrasing == "in"
+    for k in range(int(rng.integers(2, 6))):
+        held = [h for h in t.held if h.get("attributes")]
+        u = rng.uniform()
+        if not held or u < 0.25:
+            v = rng.uniform()
+            m = _pick(rng, MODALITIES)
+            if v < 0.55:
+                _broad_make(t, m) if broad else _make(t, m)
+            elif v < 0.75:
+                _broad_two(t) if broad else _two(t)
+            else:
+                item = t.upload(m, W.random_attributes(m, rng))
+                _broad_ask(t, item, upload=True) if broad else _ask(t, item, upload=True)
+        elif u < 0.45:
+            _broad_ask(t, held[-1], upload=False) if broad else _ask(t, held[-1], upload=False)
+        elif u < 0.62:
+            item = held[-1] if rng.uniform() < 0.6 else _pick(rng, held)
+            _edit(t, item) if rng.uniform() < 0.5 else _plain_edit(t, item)
+        elif u < 0.7:
+            _refer_to(t, held[-1])
+        elif u < 0.8:
+            _broad_two(t) if broad else _two(t)
+        elif u < 0.92:
+            _broad_outside(t) if broad else _outside(t)
+        else:
+            _general(t) if rng.uniform() < 0.5 else _knowledge_turn(t)
+
+
 # The follow-ups train in stage 6 only (`NanoStages`).
 FOLLOW_UPS = ("defaults", "followup", "asks", "general")
 # Plain talk trains in stage 7 alone (`NanoStages`).
@@ -1605,7 +1945,7 @@ PLAIN_TALK = {"short": lambda t: [_short(t) for _ in range(int(t.rng.integers(1,
               "refer": lambda t: _plain_talk(t, _refer_to), "edits": lambda t: _plain_talk(t, _plain_edit),
               "any_upload": _any_upload, "knowledge": _knowledge}
 TALK_TASKS = ("single", "conversation", "outside", "foreign_upload", "small_talk", *FOLLOW_UPS, *PLAIN_TALK,
-              "indirect")
+              "indirect", "broad")
 # task -> (exchange, chance of one before, chance of one after, whether the one after starts afresh)
 _EDGES = {"outside": (_outside, 0.4, 0.5, False), "foreign_upload": (_foreign_upload, 0.3, 0.4, True),
           "defaults": (_defaults, 0.3, 0.3, False), "general": (_general, 0.4, 0.4, False)}
@@ -1630,6 +1970,8 @@ def _dialogue(index: int, split: str, phrasing: str, task: str, rng, pools) -> d
         PLAIN_TALK[task](t)
     elif task == "indirect":
         _indirect(t)
+    elif task == "broad":
+        _broad(t)
     elif task in _EDGES:  # the edge of the world, maybe after and before an ordinary exchange
         edge, before, after, fresh = _EDGES[task]
         if rng.uniform() < before:
@@ -1730,19 +2072,19 @@ def _render_pools(world_dir: Path, split: str, seed: int, counts: dict, log) -> 
 DEFAULT_COUNTS = {
     "train": {"dialogues": 16000, "small_talk": 1500, "defaults": 3000, "followup": 2500, "asks": 2500,
               "general": 1500, "short": 4000, "refer": 3000, "edits": 3000,
-              "any_upload": 3000, "knowledge": 2000, "indirect": 3000,
+              "any_upload": 3000, "knowledge": 2000, "indirect": 3000, "broad": 4000,
               "varied": {"image": 1500, "video": 500, "audio": 700},
               "foreign": {"image": 500, "video": 150, "audio": 250}},
     "test": {"dialogues": 1200, "small_talk": 120, "defaults": 120, "followup": 120, "asks": 120,
              "general": 120, "short": 120, "refer": 120, "edits": 120, "any_upload": 120, "knowledge": 120,
-             "indirect": 120, "varied": {"image": 150, "video": 60, "audio": 80},
+             "indirect": 120, "broad": 120, "varied": {"image": 150, "video": 60, "audio": 80},
              "foreign": {"image": 60, "video": 25, "audio": 35}},
 }
 TASK_SHARES = {"single": 0.45, "conversation": 0.35, "outside": 0.12, "foreign_upload": 0.08}
 # Tasks written after those of TASK_SHARES, each from its own random stream, so adding one leaves the others as
 # they were (stage 6 trains on the follow-ups that stages 4 and 5 leave out: `NanoStages`).
 APPENDED_TASKS = {"small_talk": 10, "defaults": 13, "followup": 14, "asks": 15, "general": 16, "short": 17,
-                  "refer": 18, "edits": 19, "any_upload": 20, "knowledge": 21, "indirect": 22}
+                  "refer": 18, "edits": 19, "any_upload": 20, "knowledge": 21, "indirect": 22, "broad": 23}
 
 
 def generate(world_dir, seed: int = 0, counts: dict | None = None, log=print) -> dict:

@@ -2,7 +2,7 @@
 
     python -m nextgpt.nano.world data/nano-world-8k --seed 0 --dialogues 8000 --questions 12000
     python -m nextgpt.nano.talk data/nano-world-8k --seed 0
-    python -m nextgpt.train.nano_model [--parts assets/nano] [--world data/nano-world-8k] [--only 1..10]
+    python -m nextgpt.train.nano_model [--parts assets/nano] [--world data/nano-world-8k] [--only 1..11]
 
 The parts folder holds what part 1 trained (`encoder/`, `llm/`, `image_decoder/`, `video_decoder/`,
 `audio_decoder/`); this script writes the trained NExT-GPT beside them (`config.json`, `nextgpt.safetensors`,
@@ -18,7 +18,8 @@ repeats any question about any upload, so that the upload, which the encoder now
 outside the world, and not the question, decides whether it is described. Stage 9 is a pass like stage 7 on the
 talk as it is now: requests outside the world in the world's own frames (they once had frames of their own, and nano
 refused "draw a blue star"), and more of the words people use for a question or a request. Stage 10, once more, adds
-questions asked indirectly ("do you know which way it goes?"), about uploads and about what the model made.
+questions asked indirectly ("do you know which way it goes?"), about uploads and about what the model made. Stage 11
+adds the broad wording: the trained phrases taken apart and put together in new orders and combinations.
 
 `--start FOLDER` starts the chosen stage from a model folder instead of the previous stage's output (the shipped
 folder is the input and output of a last stage run alone); the shipped config names every part relative to the parts
@@ -40,7 +41,8 @@ from .common import folder_hash, parse_config
 from .stages import StageConfig, train, widen_lora
 
 
-_SKIP_INDIRECT = "indirect=0"  # stages 4-9; stage 10 trains on questions asked indirectly
+_SKIP_BROAD = "broad=0"  # stages 4-10; stage 11 trains on the broad wording
+_SKIP_INDIRECT = "indirect=0," + _SKIP_BROAD  # stages 4-9; stage 10 trains on questions asked indirectly
 _SKIP_PLAIN_TALK = ",".join(f"{task}=0" for task in talk.PLAIN_TALK) + "," + _SKIP_INDIRECT  # stages 4-6
 _SKIP_FOLLOW_UPS = ",".join(f"{task}=0" for task in talk.FOLLOW_UPS) + "," + _SKIP_PLAIN_TALK  # stages 4-5
 
@@ -110,7 +112,12 @@ def _stages() -> dict[int, NanoStage]:
         # conversations, where edits by reference and questions about the model's own output are.
         10: NanoStage(3, 1500, 2e-4, repeat_tasks="outside=2,foreign_upload=0,i2t=2,v2t=2,a2t=2,defaults=2,"
                       "followup=2,short=2,refer=2,edits=2,any_upload=4,knowledge=2,small_talk=2,asks=2,indirect=4,"
-                      "conversation=2"),
+                      "conversation=2," + _SKIP_BROAD),
+        # Stage 11 adds the broad wording (the trained phrases in new orders and combinations, two media asked
+        # briefly, questions to the model about what it made) and repeats the edits, a quarter of its examples.
+        11: NanoStage(3, 2000, 2e-4, repeat_tasks="outside=2,foreign_upload=0,i2t=2,v2t=2,a2t=2,defaults=2,"
+                      "followup=2,short=2,refer=2,edits=3,any_upload=4,knowledge=2,small_talk=2,asks=2,indirect=2,"
+                      "conversation=2,broad=6"),
     }
 
 
