@@ -32,6 +32,9 @@ What it adds
 * **Questions asked indirectly** (stage 10). "do you know which way it goes?", "i'd like its colour", "could you tell
   me what shape you drew?": a wrapper and a clause or noun phrase (`WRAPPERS`, `CLAUSES`, `OWN_CLAUSES`), about an
   upload or about what the model made.
+* **Broad wording** (stage 11). The trained phrases recombined in new orders ("a clip of a star sliding over to the
+  left, in red"), short requests for two media ("draw a red star and play its note") and questions asking the model
+  to describe what it made; nothing drawn holds a held-out phrase (`held_out_text`).
 * **Uploads as people make them.** World items rendered at other sizes and aspects, on white, grey or tinted
   backgrounds, off-centre, as PNG or JPEG; sounds at other sample rates, mono or stereo, pure sines or richer
   timbres, other loudness, lengths and beep rates; videos at other sizes, frame rates and lengths.
