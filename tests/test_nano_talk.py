@@ -294,15 +294,22 @@ def test_requests_outside_the_world_come_in_the_worlds_own_frames():
         assert gap < 0.1, (m, gap)  # total variation between the openings' distributions
 
 
+def _task_dialogues(task: str, seed: int, n: int) -> tuple[dict, dict]:
+    """`n` stand-in test dialogues of `task` per phrasing split (dialogue i at seed [seed, i]), and what the human
+    says in them, lower-cased."""
+    pools = talk.stand_in_pools()
+    records = {p: [talk._dialogue(i, "test", p, task, np.random.default_rng([seed, i]), pools) for i in range(n)]
+               for p in ("in", "held_out")}
+    said = {p: [t["value"].lower() for r in records[p] for t in r["conversation"] if t["from"] == "human"]
+            for p in records}
+    return records, said
+
+
 def test_questions_asked_indirectly_answer_the_item_and_keep_the_held_out_wording_held_out():
     """Questions wrapped as people wrap them ("do you know which way it goes?") about an upload or about what the
     model made: answered in text about that item, never with a held-out question on the trained side, and the
     held-out side asks in the held-out wording."""
-    pools = talk.stand_in_pools()
-    records = {p: [talk._dialogue(i, "test", p, "indirect", np.random.default_rng([8, i]), pools) for i in range(300)]
-               for p in ("in", "held_out")}
-    said = {p: [t["value"].lower() for r in records[p] for t in r["conversation"] if t["from"] == "human"]
-            for p in records}
+    records, said = _task_dialogues("indirect", 8, 300)
     assert not [t for t in said["in"] if talk._held_out_question(t) or any(p in t for p in HELD_OUT_ONLY)]
     assert sum(t.startswith(talk.WRAPPERS) or " " + talk.WRAPPERS[1] in t for t in said["in"]) > 100
     moves, held_out = {}, []
@@ -325,11 +332,7 @@ def test_questions_asked_indirectly_answer_the_item_and_keep_the_held_out_wordin
 def test_broad_wording_holds_no_held_out_phrase_and_names_what_it_makes():
     """The broad wording (stage 11) recombines trained phrases: no held-out phrase on the trained side, the held-out
     side asks in the held-out wording, every made item named right and every answer about its item."""
-    pools = talk.stand_in_pools()
-    records = {p: [talk._dialogue(i, "test", p, "broad", np.random.default_rng([9, i]), pools) for i in range(150)]
-               for p in ("in", "held_out")}
-    said = {p: [t["value"].lower() for r in records[p] for t in r["conversation"] if t["from"] == "human"]
-            for p in records}
+    records, said = _task_dialogues("broad", 9, 150)
     assert not [t for t in said["in"] if talk.held_out_text(t) or any(p in t for p in HELD_OUT_ONLY)]
     assert np.mean([talk.held_out_text(t) for t in said["held_out"]]) > 0.3
     assert _named_right(records["in"] + records["held_out"]) > 300

@@ -1152,6 +1152,11 @@ def _named(m: str, rng) -> set:
     return set(options[int(rng.choice(len(options), p=weights / weights.sum()))])
 
 
+def _defaults_for_rest(m: str, attrs: dict, named: set) -> None:
+    """The attributes a request leaves out take their defaults (`DEFAULTS`)."""
+    attrs.update({a: DEFAULTS[a] for a in W.ATTRIBUTES[m] if a not in named})
+
+
 def _swap(m: str, named: set, rng) -> tuple[set, dict]:
     """What a request outside the world puts in place of the world's words: another colour, another shape or
     another thing (`request`'s `swap`); `named` gains the attribute swapped."""
@@ -1166,10 +1171,17 @@ def _swap(m: str, named: set, rng) -> tuple[set, dict]:
 def outside_request(m: str, phrasing: str, rng, short: bool) -> str:
     """A request in the world's own frames and object phrases (`request`) with one thing nano cannot make in
     place of a colour, a shape or the whole object: the frame says nothing about whether nano can make it."""
+    attrs, named, swap = _outside_draw(m, rng)
+    return request(m, attrs, phrasing, rng, named, short, swap)
+
+
+def _outside_draw(m: str, rng) -> tuple[dict, set | None, dict]:
+    """What a request outside the world asks for: the item's attributes (defaults for those left out), the ones the
+    request names (None: all of them) and the words swapped in (`_swap`)."""
     attrs = W.random_attributes(m, rng)
     named, swap = _swap(m, set(W.ATTRIBUTES[m]) if rng.uniform() < 0.5 else _named(m, rng), rng)
-    attrs.update({a: DEFAULTS[a] for a in W.ATTRIBUTES[m] if a not in named})
-    return request(m, attrs, phrasing, rng, None if named == set(W.ATTRIBUTES[m]) else named, short, swap)
+    _defaults_for_rest(m, attrs, named)
+    return attrs, None if named == set(W.ATTRIBUTES[m]) else named, swap
 
 
 def _outside(t: _Talk) -> None:
@@ -1239,7 +1251,7 @@ def _defaults(t: _Talk) -> None:
     m = _pick(t.rng, MODALITIES)
     named = _named(m, t.rng)
     attrs = W.random_attributes(m, t.rng)
-    attrs.update({a: DEFAULTS[a] for a in W.ATTRIBUTES[m] if a not in named})
+    _defaults_for_rest(m, attrs, named)
     t.human(request(m, attrs, t.phrasing, t.rng, named, short=t.rng.uniform() < 0.4))
     t.gpt("media", "defaults", say_made(m, attrs, t.rng), [(m, attrs, "")])
 
@@ -1334,7 +1346,7 @@ def _short(t: _Talk) -> None:
         return _short_outside(t, m)
     attrs = W.random_attributes(m, rng)
     named = _named(m, rng) if rng.uniform() < 0.5 else {a for a in W.ATTRIBUTES[m] if rng.uniform() < 0.5}
-    attrs.update({a: DEFAULTS[a] for a in W.ATTRIBUTES[m] if a not in named})
+    _defaults_for_rest(m, attrs, named)
     if not named:
         text = _pick(rng, BARE_FRAMES[m]).format(o=_pick(rng, BARE[m]))
     else:
@@ -1844,7 +1856,7 @@ def _broad_make(t: _Talk, modality: str) -> None:
     attrs = W.random_attributes(modality, t.rng)
     named = None if t.rng.uniform() < 0.75 else _named(modality, t.rng)
     if named is not None:
-        attrs.update({a: DEFAULTS[a] for a in W.ATTRIBUTES[modality] if a not in named})
+        _defaults_for_rest(modality, attrs, named)
     _make(t, modality, attrs, broad_request(modality, attrs, t.rng, named))
 
 
@@ -1855,7 +1867,7 @@ def _broad_two(t: _Talk) -> None:
     first = W.random_attributes(a, rng)
     named = None if rng.uniform() < 0.6 else _named(a, rng)
     if named is not None:
-        first.update({k: DEFAULTS[k] for k in W.ATTRIBUTES[a] if k not in named})
+        _defaults_for_rest(a, first, named)
     second = {**W.random_attributes(b, rng), "colour": first["colour"]}
     if "shape" in second:
         second["shape"] = first["shape"]
@@ -1900,10 +1912,8 @@ def _broad_outside(t: _Talk) -> None:
     """A request in broad words for something nano cannot make."""
     rng = t.rng
     m = _pick(rng, MODALITIES)
-    attrs = W.random_attributes(m, rng)
-    named, swap = _swap(m, set(W.ATTRIBUTES[m]) if rng.uniform() < 0.5 else _named(m, rng), rng)
-    attrs.update({a: DEFAULTS[a] for a in W.ATTRIBUTES[m] if a not in named})
-    t.human(broad_request(m, attrs, rng, None if named == set(W.ATTRIBUTES[m]) else named, swap))
+    attrs, named, swap = _outside_draw(m, rng)
+    t.human(broad_request(m, attrs, rng, named, swap))
     t.gpt("capability", "outside", _pick(rng, CANNOT) + CAPABILITIES)
 
 
