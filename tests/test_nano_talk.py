@@ -353,3 +353,36 @@ def test_held_out_text_finds_held_out_phrases_in_any_sentence():
     assert talk.held_out_text("Hey, draw a star on the left of the frame please")
     assert talk.held_out_text("ok, which color does this clip show?")
     assert not talk.held_out_text("draw a red star on the left")
+
+
+def test_recall_names_each_earlier_item_it_comes_back_to_and_answers_about_it():
+    """The recall task (stage 12) keeps coming back to earlier items. An edit or reference to an item other than the
+    latest always names it ("same thing but blue" is for the latest only), earlier tasks keep their draws, answers
+    are about their item, and the held-out wording of its questions stays held out."""
+    a, b = {"modality": "image"}, {"modality": "audio"}
+    exact, loose = (talk._Talk(0, "test", "in", None, {}, exact=e) for e in (True, False))
+    exact.held = loose.held = [a, b]
+    tables = [*talk.EDITS.values(), talk.REVERSE, *(side for table in (talk.PLAIN_EDITS, talk.REFER,
+                                                                      talk.REFER_FROM_SOUND)
+                                                    for sides in table.values() for side in sides.values())]
+    for options in tables:
+        assert all("{ref}" in o for o in talk._with_ref(exact, a, options)), options
+        assert talk._with_ref(exact, b, options) is options and talk._with_ref(loose, a, options) is options
+    records, said = _task_dialogues("recall", 10, 150)
+    held_out = [re.compile(re.sub(r"\\\{\w+\\\}", ".+?", re.escape(p)))
+                for table in (*talk.RECALL_QUESTIONS.values(), talk.OWN_DESCRIBE) for p in table["held_out"]]
+    assert not [t for t in said["in"] if any(p.search(t) for p in held_out)]
+    assert sum(any(p.search(t) for p in held_out) for t in said["held_out"]) > 20
+    assert _named_right(records["in"] + records["held_out"]) > 300
+    moves = {}
+    for r in records["in"] + records["held_out"]:
+        attrs = _attributes(r)
+        for turn in r["conversation"]:
+            if turn["from"] == "gpt":
+                moves[turn["move"]] = moves.get(turn["move"], 0) + 1
+                if turn["kind"] == "answer":
+                    named = oracles.caption_attributes(turn["value"])
+                    assert named and named.items() <= attrs[turn["about"]].items(), turn
+    assert min(moves.get(k, 0) for k in ("edit", "own_question", "upload_question", "refer", "correct")) >= 20, moves
+    own = [re.compile(re.sub(r"\\\{\w+\\\}", ".+?", re.escape(p))) for p in talk.OWN_DESCRIBE["train"]]
+    assert sum(any(p.search(t) for p in own) for t in said["in"]) > 10

@@ -35,6 +35,10 @@ What it adds
 * **Broad wording** (stage 11). The trained phrases recombined in new orders ("a clip of a star sliding over to the
   left, in red"), short requests for two media ("draw a red star and play its note") and questions asking the model
   to describe what it made; nothing drawn holds a held-out phrase (`held_out_text`).
+* **Recall** (stage 12). Conversations that keep coming back to earlier items: edits, questions ("what colour was
+  the first picture?") and items taken into another medium, about the latest item or an earlier one, which is then
+  always named (`_Talk.exact`); and questions asking the model to describe what it just made, in the words of its
+  medium too ("what did you draw?").
 * **Uploads as people make them.** World items rendered at other sizes and aspects, on white, grey or tinted
   backgrounds, off-centre, as PNG or JPEG; sounds at other sample rates, mono or stereo, pure sines or richer
   timbres, other loudness, lengths and beep rates; videos at other sizes, frame rates and lengths.
@@ -286,6 +290,7 @@ REFS = {"image": ("the picture", "the image", "the drawing"), "video": ("the vid
 ORDINALS = ("first", "second", "third", "fourth")
 MOVE_TO_WORDS = {"left": ("to the left", "left"), "centre": ("to the centre", "to the middle"),
                  "right": ("to the right", "right")}
+SECOND_LEAD = {"audio": "And here is its note, a {r} {c} tone:", "video": "And here is a video of a {c} {s} {dir}:"}
 TWO = {  # two media in one answer: (first, second, request frames)
     ("image", "audio"): ("draw {o} and play its {r} note", "show me {o}, and let me hear its colour as a {r} tone",
                          "make a picture of {o} and a {r} sound of its colour"),
@@ -983,8 +988,11 @@ def _write(path: Path, modality: str, data, rate=None) -> None:
 class _Talk:
     """One dialogue: its turns, its media items, and what the conversation holds so far."""
 
-    def __init__(self, index: int, split: str, phrasing: str, rng, pools: dict):
+    def __init__(self, index: int, split: str, phrasing: str, rng, pools: dict, exact: bool = False):
         self.index, self.split, self.phrasing, self.rng, self.pools = index, split, phrasing, rng, pools
+        # whether an edit or reference to an item other than the latest always names it (`_with_ref`); the tasks
+        # before `recall` keep their draws, which could leave it unnamed ("same thing but blue")
+        self.exact = exact
         self.turns: list[dict] = []
         self.media: dict[str, dict] = {}  # name -> {modality, caption, attributes}
         self.held: list[dict] = []  # the items in the conversation, in order: {modality, attributes, name}
@@ -1101,6 +1109,19 @@ def _refer(t: _Talk, item: dict) -> str:
     return _pick(t.rng, REFS[item["modality"]])
 
 
+def _with_ref(t: _Talk, item: dict, options: tuple) -> tuple:
+    """In an exact dialogue, the options that name `item` ({ref}) when it is not the latest item: "its" and "that
+    colour" become the item's; options that cannot name it are left out, or, if none can, name it at the end."""
+    if not t.exact or item is t.held[-1]:
+        return options
+    named = [o.replace("that colour", "the colour of {ref}").replace("its ", "{ref}'s ") for o in options]
+    return tuple(o for o in named if "{ref}" in o) or tuple(o + " for {ref}" for o in options)
+
+
+def _sides_with_ref(t: _Talk, item: dict, table: dict) -> dict:
+    return {k: _with_ref(t, item, v) for k, v in table.items()}
+
+
 def _edit(t: _Talk, item: dict) -> None:
     m, attrs = item["modality"], dict(item["attributes"])
     name = _pick(t.rng, W.ATTRIBUTES[m])
@@ -1109,7 +1130,7 @@ def _edit(t: _Talk, item: dict) -> None:
     w = {"ref": ref, "c": attrs["colour"], "s": attrs.get("shape", ""), "r": _side(RHYTHM_ADJ[attrs["rhythm"]],
          t.phrasing, t.rng) if "rhythm" in attrs else "", "d": attrs.get("direction", ""),
          "to": _pick(t.rng, MOVE_TO_WORDS[attrs["position"]]) if "position" in attrs else ""}
-    text = _pick(t.rng, EDITS[name]).format(**w)
+    text = _pick(t.rng, _with_ref(t, item, EDITS[name])).format(**w)
     t.human(roughen(_pick(t.rng, ("", "", "now ", "ok, ", "great. ", "nice! ")) + text
                     + _pick(t.rng, SUFFIXES), t.rng))
     t.gpt("media", "edit", _pick(t.rng, EDITED).format(np=noun_phrase(m, attrs)), [(m, attrs, "")])
@@ -1141,8 +1162,8 @@ def _two(t: _Talk) -> None:
     slots["o"] = object_phrase(a, first, t.phrasing, t.rng)
     frame = _pick(t.rng, frames)
     t.human(roughen(_prefix(frame, t.rng) + frame.format(**slots) + _pick(t.rng, SUFFIXES), t.rng))
-    lead_b = {"audio": "And here is its note, a {r} {c} tone:", "video": "And here is a video of a {c} {s} {dir}:"}[b]
-    t.gpt("media", "two_media", say_made(a, first, t.rng), [(a, first, ""), (b, second, lead_b.format(**answer_words(second)))])
+    t.gpt("media", "two_media", say_made(a, first, t.rng),
+          [(a, first, ""), (b, second, SECOND_LEAD[b].format(**answer_words(second)))])
 
 
 def _named(m: str, rng) -> set:
@@ -1392,7 +1413,7 @@ def _refer_to(t: _Talk, item: dict) -> None:
     dst = _pick(rng, [d for d in MODALITIES if d != src])
     attrs = {**W.random_attributes(dst, rng), "colour": item["attributes"]["colour"]}
     table = REFER_FROM_SOUND[dst] if src == "audio" else REFER[dst]
-    frame = _side(table, t.phrasing, rng, always=True)
+    frame = _side(_sides_with_ref(t, item, table), t.phrasing, rng, always=True)
     if "shape" in attrs:
         if src != "audio":
             attrs["shape"] = item["attributes"]["shape"]
@@ -1423,9 +1444,10 @@ def _plain_edit(t: _Talk, item: dict) -> None:
     old = attrs[name]
     attrs[name] = _pick(rng, [v for v in W.VALUES[name] if v != old])
     if name == "direction" and attrs[name] == OPPOSITE[old] and rng.uniform() < 0.4:
-        text = _pick(rng, REVERSE)
+        text = _pick(rng, _with_ref(t, item, REVERSE))
     else:
-        text = _side(PLAIN_EDITS[attrs[name] if name == "rhythm" else name], t.phrasing, rng, always=True)
+        text = _side(_sides_with_ref(t, item, PLAIN_EDITS[attrs[name] if name == "rhythm" else name]), t.phrasing,
+                     rng, always=True)
     w = {"ref": ref, "c": _pick(rng, COLOUR_WORDS[attrs["colour"]]), "s": _pick(rng, SHAPE_WORDS[attrs["shape"]])
          if "shape" in attrs else "", "d": attrs.get("direction", ""),
          "to": _pick(rng, MOVE_TO_WORDS[attrs["position"]]) if "position" in attrs else ""}
@@ -1765,12 +1787,54 @@ BROAD_TWO = {  # the second medium of two, after the first's request: {o2} its w
               "and make a video where it goes {dway}", "and then a video of it {dir}"),
 }
 BROAD_PAIRS = (("image", "audio"), ("video", "audio"), ("image", "video"))
+# Questions about an item of the conversation by reference ({ref}: "the first picture", "it"), made or uploaded.
+RECALL_QUESTIONS = {
+    "colour": {"train": ("what colour was {ref}", "which colour is {ref}", "what colour did {ref} have",
+                         "what colour is {ref} again", "remind me, what colour was {ref}", "what was the colour of {ref}",
+                         "which colour did {ref} have"),
+               "held_out": ("what colour had {ref} got", "which shade was {ref}")},
+    "colour_audio": {"train": ("which colour's note was {ref}", "whose note was {ref}", "what colour was {ref}",
+                               "which colour does {ref} belong to", "which colour was {ref} again"),
+                     "held_out": ("whose colour did {ref} sound like",)},
+    "shape": {"train": ("what shape was {ref}", "which shape is in {ref}", "what shape did {ref} have",
+                        "what was the shape in {ref}", "remind me, which shape was {ref}"),
+              "held_out": ("which figure was in {ref}",)},
+    "position": {"train": ("where was the shape in {ref}", "which side is {ref} on", "where is the shape in {ref}",
+                           "where was {ref} placed", "what side was {ref} on"),
+                 "held_out": ("on what side did {ref} sit",)},
+    "direction": {"train": ("which way does {ref} go", "where was {ref} heading", "which way did {ref} move",
+                            "what direction does {ref} go in", "where does the shape in {ref} go"),
+                  "held_out": ("in what direction did {ref} travel",)},
+    "rhythm": {"train": ("was {ref} steady or beeping", "does {ref} beep", "is {ref} steady", "did {ref} beep",
+                         "was {ref} one long tone"),
+               "held_out": ("did {ref} come in pulses",)},
+    "describe": {"train": ("describe {ref}", "what was {ref} again", "what was in {ref}", "tell me about {ref}",
+                           "remind me what {ref} was", "what did {ref} show", "describe {ref} again"),
+                 "held_out": ("give me a recap of {ref}", "sum up {ref}")},
+    "describe_audio": {"train": ("describe {ref}", "what was {ref} again", "tell me about {ref}",
+                                 "remind me what {ref} was", "how did {ref} sound", "describe {ref} again"),
+                       "held_out": ("give me a recap of {ref}", "sum up {ref}")},
+}
+# Asking the model to describe what it just made: in any medium's words, or in the words of the medium it made.
+OWN_DESCRIBE = {
+    "train": ("what did you just make", "what did you make", "describe what you made", "tell me about what you made",
+              "what is it you made", "what was that", "what's that you made", "explain what you made",
+              "describe your {m}", "what's in your {m}", "what did you come up with", "what have you made",
+              "describe it for me", "what did you just do", "what is that", "describe what you just made"),
+    "held_out": ("sum up what you made", "what exactly did you produce", "walk me through your {m}"),
+    "image": ("what did you draw", "what did you paint", "what's in the picture you drew", "what did you sketch",
+              "what did you just draw"),
+    "video": ("what did you animate", "what happens in your video", "what's in the clip you made", "what did you film",
+              "what's going on in your video"),
+    "audio": ("what did you play", "what does your sound sound like", "what did you just play",
+              "describe the sound you made", "what's the sound you made"),
+}
 
 
 @functools.cache
-def _held_out_patterns() -> tuple:
+def _held_out_patterns(recall: bool = False) -> tuple:
     """Every held-out phrase of the grammar with enough of its own words to be told apart, as regular expressions
-    (a slot matches any words)."""
+    (a slot matches any words); with `recall`, those of the recall task's tables too."""
     phrases = set()
 
     def walk(x):
@@ -1783,7 +1847,8 @@ def _held_out_patterns() -> tuple:
 
     for table in (POSITION_WORDS, MOVE_WORDS, RHYTHM_ADJ, RHYTHM_ADV, MEDIUM_NOUNS, OBJECTS, FRAMES, QUESTIONS,
                   CROSS, PLAIN_OBJECTS, OWN_QUESTIONS, GENERAL, SMALL_TALK, NOTHING_ASKS, SHORT_FRAMES, REFER,
-                  REFER_FROM_SOUND, PLAIN_EDITS, OUTSIDE_EDITS, KNOWLEDGE, CANNOT_DO):
+                  REFER_FROM_SOUND, PLAIN_EDITS, OUTSIDE_EDITS, KNOWLEDGE, CANNOT_DO,
+                  *((RECALL_QUESTIONS, OWN_DESCRIBE) if recall else ())):
         walk(table)
     out = []
     for p in phrases:
@@ -1792,10 +1857,11 @@ def _held_out_patterns() -> tuple:
     return tuple(out)
 
 
-def held_out_text(text: str) -> bool:
-    """Whether `text` holds a held-out phrase of any table (the broad wording must not)."""
+def held_out_text(text: str, recall: bool = False) -> bool:
+    """Whether `text` holds a held-out phrase of any table (the broad wording must not; `recall`: of the recall
+    task's tables too)."""
     text = text.lower()
-    return any(p.search(text) for p in _held_out_patterns())
+    return any(p.search(text) for p in _held_out_patterns(recall))
 
 
 def _broad_words(attrs: dict, rng) -> dict:
@@ -1881,8 +1947,8 @@ def _broad_two(t: _Talk) -> None:
         if not held_out_text(text):
             break
     t.human(text)
-    lead_b = {"audio": "And here is its note, a {r} {c} tone:", "video": "And here is a video of a {c} {s} {dir}:"}[b]
-    t.gpt("media", "two_media", say_made(a, first, rng), [(a, first, ""), (b, second, lead_b.format(**answer_words(second)))])
+    t.gpt("media", "two_media", say_made(a, first, rng),
+          [(a, first, ""), (b, second, SECOND_LEAD[b].format(**answer_words(second)))])
 
 
 def _broad_ask(t: _Talk, item: dict, upload: bool) -> None:
@@ -1951,6 +2017,67 @@ def _broad(t: _Talk) -> None:
             _general(t) if rng.uniform() < 0.5 else _knowledge_turn(t)
 
 
+def _recall_new(t: _Talk) -> None:
+    """A new item for the recall task to come back to: made (one medium or two) or uploaded and asked about; in
+    the in-distribution split half of the requests and questions are in broad words. Pictures come most often."""
+    rng = t.rng
+    broad = t.phrasing == "in" and rng.uniform() < 0.5
+    u = rng.uniform()
+    if u < 0.6:
+        m = _pick(rng, MODALITIES)
+        _broad_make(t, m) if broad else _make(t, m)
+    elif u < 0.75:
+        _broad_two(t) if broad else _two(t)
+    else:
+        m = _pick(rng, ("image", "image", "video", "audio"))
+        item = t.upload(m, W.random_attributes(m, rng))
+        _broad_ask(t, item, upload=True) if broad else _ask(t, item, upload=True, questions=ANY_QUESTIONS)
+
+
+def _recall_ask(t: _Talk, item: dict) -> None:
+    """A question about an item of the conversation: of the model, about what it just made ("what did you just
+    make?", in that medium's words too), or about any item by reference ("what colour was the first picture?")."""
+    rng = t.rng
+    m, attrs = item["modality"], item["attributes"]
+    kind = _pick(rng, (*W.ATTRIBUTES[m], "describe", "describe", "describe"))
+    qk = _question_kind(kind, m)
+    if item is t.held[-1] and item.get("made") and rng.uniform() < 0.7:
+        table = {"train": OWN_DESCRIBE["train"] + OWN_DESCRIBE[m], "held_out": OWN_DESCRIBE["held_out"]} \
+            if kind == "describe" else OWN_QUESTIONS[qk]
+        q = _side(table, t.phrasing, rng, always=True).format(m=_pick(rng, BROAD_OWN_NOUNS[m]))
+    else:
+        q = _side(RECALL_QUESTIONS[qk], t.phrasing, rng, always=True).format(ref=_refer(t, item))
+    t.human(roughen(_pick(rng, ("", "", "ok, ", "and ", "so ", "wait, ", "hey, ")) + q
+                    + _pick(rng, ("?", "?", "", ".")), rng))
+    reply = describe(m, attrs, rng) if kind == "describe" else answer(qk, attrs, rng)
+    t.gpt("answer", "own_question" if item.get("made") else "upload_question", reply,
+          asks=W.ATTRIBUTES[m] if kind == "describe" else (kind,), about=item)
+
+
+def _recall(t: _Talk) -> None:
+    """Three to six turns that keep coming back to earlier items: two are made or uploaded first, then edits of
+    the latest or an earlier one (always named when it is not the latest: `_Talk.exact`), questions about them and
+    to the model about what it made, items taken into another medium, corrections and new items."""
+    rng = t.rng
+    for k in range(int(rng.integers(3, 7))):
+        held = [h for h in t.held if h.get("attributes")]
+        if not held or (len(held) < 2 and k < 2):
+            _recall_new(t)
+            continue
+        u = rng.uniform()
+        item = held[-1] if rng.uniform() < (0.6 if 0.4 <= u < 0.62 else 0.4) else _pick(rng, held[:-1])
+        if u < 0.4:
+            _edit(t, item) if rng.uniform() < 0.5 else _plain_edit(t, item)
+        elif u < 0.62:
+            _recall_ask(t, item)
+        elif u < 0.74:
+            _refer_to(t, item)
+        elif u < 0.8 and t.turns[-1]["kind"] == "media":
+            _correct(t)
+        else:
+            _recall_new(t)
+
+
 # The follow-ups train in stage 6 only (`NanoStages`).
 FOLLOW_UPS = ("defaults", "followup", "asks", "general")
 # Plain talk trains in stage 7 alone (`NanoStages`).
@@ -1958,14 +2085,14 @@ PLAIN_TALK = {"short": lambda t: [_short(t) for _ in range(int(t.rng.integers(1,
               "refer": lambda t: _plain_talk(t, _refer_to), "edits": lambda t: _plain_talk(t, _plain_edit),
               "any_upload": _any_upload, "knowledge": _knowledge}
 TALK_TASKS = ("single", "conversation", "outside", "foreign_upload", "small_talk", *FOLLOW_UPS, *PLAIN_TALK,
-              "indirect", "broad")
+              "indirect", "broad", "recall")
 # task -> (exchange, chance of one before, chance of one after, whether the one after starts afresh)
 _EDGES = {"outside": (_outside, 0.4, 0.5, False), "foreign_upload": (_foreign_upload, 0.3, 0.4, True),
           "defaults": (_defaults, 0.3, 0.3, False), "general": (_general, 0.4, 0.4, False)}
 
 
 def _dialogue(index: int, split: str, phrasing: str, task: str, rng, pools) -> dict:
-    t = _Talk(index, split, phrasing, rng, pools)
+    t = _Talk(index, split, phrasing, rng, pools, exact=task == "recall")
     if task == "small_talk":  # alone, before an ordinary exchange, or after one
         u = rng.uniform()
         if u < 0.35:
@@ -1985,6 +2112,8 @@ def _dialogue(index: int, split: str, phrasing: str, task: str, rng, pools) -> d
         _indirect(t)
     elif task == "broad":
         _broad(t)
+    elif task == "recall":
+        _recall(t)
     elif task in _EDGES:  # the edge of the world, maybe after and before an ordinary exchange
         edge, before, after, fresh = _EDGES[task]
         if rng.uniform() < before:
@@ -2085,19 +2214,20 @@ def _render_pools(world_dir: Path, split: str, seed: int, counts: dict, log) -> 
 DEFAULT_COUNTS = {
     "train": {"dialogues": 16000, "small_talk": 1500, "defaults": 3000, "followup": 2500, "asks": 2500,
               "general": 1500, "short": 4000, "refer": 3000, "edits": 3000,
-              "any_upload": 3000, "knowledge": 2000, "indirect": 3000, "broad": 4000,
+              "any_upload": 3000, "knowledge": 2000, "indirect": 3000, "broad": 4000, "recall": 4000,
               "varied": {"image": 1500, "video": 500, "audio": 700},
               "foreign": {"image": 500, "video": 150, "audio": 250}},
     "test": {"dialogues": 1200, "small_talk": 120, "defaults": 120, "followup": 120, "asks": 120,
              "general": 120, "short": 120, "refer": 120, "edits": 120, "any_upload": 120, "knowledge": 120,
-             "indirect": 120, "broad": 120, "varied": {"image": 150, "video": 60, "audio": 80},
+             "indirect": 120, "broad": 120, "recall": 120, "varied": {"image": 150, "video": 60, "audio": 80},
              "foreign": {"image": 60, "video": 25, "audio": 35}},
 }
 TASK_SHARES = {"single": 0.45, "conversation": 0.35, "outside": 0.12, "foreign_upload": 0.08}
 # Tasks written after those of TASK_SHARES, each from its own random stream, so adding one leaves the others as
 # they were (stage 6 trains on the follow-ups that stages 4 and 5 leave out: `NanoStages`).
 APPENDED_TASKS = {"small_talk": 10, "defaults": 13, "followup": 14, "asks": 15, "general": 16, "short": 17,
-                  "refer": 18, "edits": 19, "any_upload": 20, "knowledge": 21, "indirect": 22, "broad": 23}
+                  "refer": 18, "edits": 19, "any_upload": 20, "knowledge": 21, "indirect": 22, "broad": 23,
+                  "recall": 24}
 
 
 def generate(world_dir, seed: int = 0, counts: dict | None = None, log=print) -> dict:

@@ -2,7 +2,7 @@
 
     python -m nextgpt.nano.world data/nano-world-8k --seed 0 --dialogues 8000 --questions 12000
     python -m nextgpt.nano.talk data/nano-world-8k --seed 0
-    python -m nextgpt.train.nano_model [--parts assets/nano] [--world data/nano-world-8k] [--only 1..11]
+    python -m nextgpt.train.nano_model [--parts assets/nano] [--world data/nano-world-8k] [--only 1..12]
 
 The parts folder holds what part 1 trained (`encoder/`, `llm/`, `image_decoder/`, `video_decoder/`,
 `audio_decoder/`); this script writes the trained NExT-GPT beside them (`config.json`, `nextgpt.safetensors`,
@@ -19,7 +19,8 @@ outside the world, and not the question, decides whether it is described. Stage 
 talk as it is now: requests outside the world in the world's own frames (they once had frames of their own, and nano
 refused "draw a blue star"), and more of the words people use for a question or a request. Stage 10, once more, adds
 questions asked indirectly ("do you know which way it goes?"), about uploads and about what the model made. Stage 11
-adds the broad wording: the trained phrases taken apart and put together in new orders and combinations.
+adds the broad wording: the trained phrases taken apart and put together in new orders and combinations. Stage 12
+adds the recall task: conversations that keep coming back to earlier items by name.
 
 `--start FOLDER` starts the chosen stage from a model folder instead of the previous stage's output (the shipped
 folder is the input and output of a last stage run alone); the shipped config names every part relative to the parts
@@ -41,7 +42,8 @@ from .common import folder_hash, parse_config
 from .stages import StageConfig, train, widen_lora
 
 
-_SKIP_BROAD = "broad=0"  # stages 4-10; stage 11 trains on the broad wording
+_SKIP_RECALL = "recall=0"  # stages 4-11; stage 12 trains on the recall task
+_SKIP_BROAD = "broad=0," + _SKIP_RECALL  # stages 4-10; stage 11 trains on the broad wording
 _SKIP_INDIRECT = "indirect=0," + _SKIP_BROAD  # stages 4-9; stage 10 trains on questions asked indirectly
 _SKIP_PLAIN_TALK = ",".join(f"{task}=0" for task in talk.PLAIN_TALK) + "," + _SKIP_INDIRECT  # stages 4-6
 _SKIP_FOLLOW_UPS = ",".join(f"{task}=0" for task in talk.FOLLOW_UPS) + "," + _SKIP_PLAIN_TALK  # stages 4-5
@@ -117,7 +119,13 @@ def _stages() -> dict[int, NanoStage]:
         # briefly, questions to the model about what it made) and repeats the edits, a quarter of its examples.
         11: NanoStage(3, 2000, 2e-4, repeat_tasks="outside=2,foreign_upload=0,i2t=2,v2t=2,a2t=2,defaults=2,"
                       "followup=2,short=2,refer=2,edits=3,any_upload=4,knowledge=2,small_talk=2,asks=2,indirect=2,"
-                      "conversation=2,broad=6"),
+                      "conversation=2,broad=6," + _SKIP_RECALL),
+        # Stage 12 adds the recall task (edits, questions and references that come back to earlier items, always
+        # named when not the latest; questions asking the model to describe what it made), a third of its
+        # examples, and repeats the edits and references.
+        12: NanoStage(3, 2000, 2e-4, repeat_tasks="outside=2,foreign_upload=0,i2t=2,v2t=2,a2t=2,defaults=2,"
+                      "followup=2,short=2,refer=3,edits=3,any_upload=4,knowledge=2,small_talk=2,asks=2,indirect=2,"
+                      "conversation=2,broad=3,recall=6"),
     }
 
 
