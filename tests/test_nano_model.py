@@ -257,11 +257,7 @@ def test_an_upload_from_outside_the_world_is_not_taken_for_a_shape(nano, tmp_pat
     assert not result.media and talk.UPLOAD_MARK in result.text
 
 
-@pytest.mark.parametrize("question", [
-    "What is in this video?", "Describe this video.",
-    pytest.param("What happens in this video?", marks=pytest.mark.xfail(
-        strict=True, reason="known miss: stage 11 answers 'I see a star.', naming the shape alone (docs/nano.md)")),
-])
+@pytest.mark.parametrize("question", ["What is in this video?", "Describe this video.", "What happens in this video?"])
 def test_the_example_clip_is_described_however_it_is_asked(nano, tmp_path, question):
     from pathlib import Path
 
