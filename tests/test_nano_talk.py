@@ -1,7 +1,5 @@
 """The talk layer of the nano world: free wording with a held-out side, conversations, the world's edges, uploads."""
 
-import re
-
 import numpy as np
 import pytest
 
@@ -239,7 +237,7 @@ def test_plain_talk_words_decide_and_items_carry_over():
                 assert attrs[turn["media"][0]["name"]]["colour"] in colours, (asked, turn["value"])
             colours += [attrs[m["name"]]["colour"] for m in turn["media"]]
     assert min(moves[k] for k in ("defaults", "refer", "edit", "outside", "foreign_upload", "small_talk")) > 20, moves
-    held_out = [re.compile(re.sub(r"\\\{\w+\\\}", ".+", re.escape(f))) for table in (
+    held_out = [talk.phrase_pattern(f) for table in (
         talk.SHORT_FRAMES, talk.REFER, talk.REFER_FROM_SOUND, talk.PLAIN_EDITS) for side in table.values()
         for f in side["held_out"]]
     said = {p: [t["value"].lower() for r in records[p] for t in r["conversation"] if t["from"] == "human"]
@@ -329,15 +327,10 @@ def test_questions_asked_indirectly_answer_the_item_and_keep_the_held_out_wordin
     assert np.mean(held_out) > 0.85  # the others have a typo
 
 
-def test_broad_wording_holds_no_held_out_phrase_and_names_what_it_makes():
-    """The broad wording (stage 11) recombines trained phrases: no held-out phrase on the trained side, the held-out
-    side asks in the held-out wording, every made item named right and every answer about its item."""
-    records, said = _task_dialogues("broad", 9, 150)
-    assert not [t for t in said["in"] if talk.held_out_text(t) or any(p in t for p in HELD_OUT_ONLY)]
-    assert np.mean([talk.held_out_text(t) for t in said["held_out"]]) > 0.3
-    assert _named_right(records["in"] + records["held_out"]) > 300
+def _moves_answering_their_item(records) -> dict:
+    """How often each assistant move comes, checking that every answer names only what its item is."""
     moves = {}
-    for r in records["in"]:
+    for r in records:
         attrs = _attributes(r)
         for turn in r["conversation"]:
             if turn["from"] == "gpt":
@@ -345,6 +338,17 @@ def test_broad_wording_holds_no_held_out_phrase_and_names_what_it_makes():
                 if turn["kind"] == "answer":
                     named = oracles.caption_attributes(turn["value"])
                     assert named and named.items() <= attrs[turn["about"]].items(), turn
+    return moves
+
+
+def test_broad_wording_holds_no_held_out_phrase_and_names_what_it_makes():
+    """The broad wording (stage 11) recombines trained phrases: no held-out phrase on the trained side, the held-out
+    side asks in the held-out wording, every made item named right and every answer about its item."""
+    records, said = _task_dialogues("broad", 9, 150)
+    assert not [t for t in said["in"] if talk.held_out_text(t) or any(p in t for p in HELD_OUT_ONLY)]
+    assert np.mean([talk.held_out_text(t) for t in said["held_out"]]) > 0.3
+    assert _named_right(records["in"] + records["held_out"]) > 300
+    moves = _moves_answering_their_item(records["in"])
     assert min(moves.get(k, 0) for k in ("two_media", "own_question", "edit", "refer", "outside", "t2i", "t2v",
                                          "t2a", "i2t")) >= 5, moves
 
@@ -369,20 +373,12 @@ def test_recall_names_each_earlier_item_it_comes_back_to_and_answers_about_it():
         assert all("{ref}" in o for o in talk._with_ref(exact, a, options)), options
         assert talk._with_ref(exact, b, options) is options and talk._with_ref(loose, a, options) is options
     records, said = _task_dialogues("recall", 10, 150)
-    held_out = [re.compile(re.sub(r"\\\{\w+\\\}", ".+?", re.escape(p)))
-                for table in (*talk.RECALL_QUESTIONS.values(), talk.OWN_DESCRIBE) for p in table["held_out"]]
+    held_out = [talk.phrase_pattern(p) for table in (*talk.RECALL_QUESTIONS.values(), talk.OWN_DESCRIBE)
+                for p in table["held_out"]]
     assert not [t for t in said["in"] if any(p.search(t) for p in held_out)]
     assert sum(any(p.search(t) for p in held_out) for t in said["held_out"]) > 20
     assert _named_right(records["in"] + records["held_out"]) > 300
-    moves = {}
-    for r in records["in"] + records["held_out"]:
-        attrs = _attributes(r)
-        for turn in r["conversation"]:
-            if turn["from"] == "gpt":
-                moves[turn["move"]] = moves.get(turn["move"], 0) + 1
-                if turn["kind"] == "answer":
-                    named = oracles.caption_attributes(turn["value"])
-                    assert named and named.items() <= attrs[turn["about"]].items(), turn
+    moves = _moves_answering_their_item(records["in"] + records["held_out"])
     assert min(moves.get(k, 0) for k in ("edit", "own_question", "upload_question", "refer", "correct")) >= 20, moves
-    own = [re.compile(re.sub(r"\\\{\w+\\\}", ".+?", re.escape(p))) for p in talk.OWN_DESCRIBE["train"]]
+    own = [talk.phrase_pattern(p) for p in talk.OWN_DESCRIBE["train"]]
     assert sum(any(p.search(t) for p in own) for t in said["in"]) > 10

@@ -1831,6 +1831,11 @@ OWN_DESCRIBE = {
 }
 
 
+def phrase_pattern(phrase: str) -> re.Pattern:
+    """A table's phrase as a regular expression in which each slot matches any words."""
+    return re.compile(re.sub(r"\\\{\w+\\\}", ".+?", re.escape(phrase)))
+
+
 @functools.cache
 def _held_out_patterns(recall: bool = False) -> tuple:
     """Every held-out phrase of the grammar with enough of its own words to be told apart, as regular expressions
@@ -1853,7 +1858,7 @@ def _held_out_patterns(recall: bool = False) -> tuple:
     out = []
     for p in phrases:
         if len(re.sub(r"\{\w+\}", "", p).strip(" ,:")) >= 8:
-            out.append(re.compile(re.sub(r"\\\{\w+\\\}", ".+?", re.escape(p))))
+            out.append(phrase_pattern(p))
     return tuple(out)
 
 
