@@ -1837,9 +1837,9 @@ def phrase_pattern(phrase: str) -> re.Pattern:
 
 
 @functools.cache
-def _held_out_patterns(recall: bool = False) -> tuple:
+def _held_out_patterns() -> tuple:
     """Every held-out phrase of the grammar with enough of its own words to be told apart, as regular expressions
-    (a slot matches any words); with `recall`, those of the recall task's tables too."""
+    (a slot matches any words)."""
     phrases = set()
 
     def walk(x):
@@ -1852,8 +1852,7 @@ def _held_out_patterns(recall: bool = False) -> tuple:
 
     for table in (POSITION_WORDS, MOVE_WORDS, RHYTHM_ADJ, RHYTHM_ADV, MEDIUM_NOUNS, OBJECTS, FRAMES, QUESTIONS,
                   CROSS, PLAIN_OBJECTS, OWN_QUESTIONS, GENERAL, SMALL_TALK, NOTHING_ASKS, SHORT_FRAMES, REFER,
-                  REFER_FROM_SOUND, PLAIN_EDITS, OUTSIDE_EDITS, KNOWLEDGE, CANNOT_DO,
-                  *((RECALL_QUESTIONS, OWN_DESCRIBE) if recall else ())):
+                  REFER_FROM_SOUND, PLAIN_EDITS, OUTSIDE_EDITS, KNOWLEDGE, CANNOT_DO):
         walk(table)
     out = []
     for p in phrases:
@@ -1862,11 +1861,10 @@ def _held_out_patterns(recall: bool = False) -> tuple:
     return tuple(out)
 
 
-def held_out_text(text: str, recall: bool = False) -> bool:
-    """Whether `text` holds a held-out phrase of any table (the broad wording must not; `recall`: of the recall
-    task's tables too)."""
+def held_out_text(text: str) -> bool:
+    """Whether `text` holds a held-out phrase of any table (the broad wording must not)."""
     text = text.lower()
-    return any(p.search(text) for p in _held_out_patterns(recall))
+    return any(p.search(text) for p in _held_out_patterns())
 
 
 def _broad_words(attrs: dict, rng) -> dict:
