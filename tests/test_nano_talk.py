@@ -382,3 +382,26 @@ def test_recall_names_each_earlier_item_it_comes_back_to_and_answers_about_it():
     assert min(moves.get(k, 0) for k in ("edit", "own_question", "upload_question", "refer", "correct")) >= 20, moves
     own = [talk.phrase_pattern(p) for p in talk.OWN_DESCRIBE["train"]]
     assert sum(any(p.search(t) for p in own) for t in said["in"]) > 10
+
+
+def test_revisit_is_recall_longer_and_mostly_about_earlier_items(monkeypatch):
+    """The revisit task (stage 13) is the recall task with four to six turns, whose edits, references and questions
+    are mostly about an item other than the latest; it names that item and answers about it as recall does, and asks
+    things outside the world between them (recall does not)."""
+    about_latest = {"recall": [], "revisit": []}
+    task = ""
+    for name in ("_edit", "_plain_edit", "_refer_to", "_recall_ask"):
+        def noting(t, item, *args, _move=getattr(talk, name), **kwargs):
+            about_latest[task].append(item is t.held[-1])
+            return _move(t, item, *args, **kwargs)
+        monkeypatch.setattr(talk, name, noting)
+    for task in about_latest:
+        records, _ = _task_dialogues(task, 12, 100)
+    records = records["in"] + records["held_out"]
+    assert {sum(t["from"] == "human" for t in r["conversation"]) for r in records} == {4, 5, 6}
+    assert _named_right(records) > 300
+    moves = _moves_answering_their_item(records)
+    assert min(moves.get(k, 0) for k in ("edit", "own_question", "refer", "correct", "outside", "small_talk")) >= 20, \
+        moves
+    assert np.mean(about_latest["revisit"]) < 0.33 < np.mean(about_latest["recall"]), \
+        {k: np.mean(v) for k, v in about_latest.items()}

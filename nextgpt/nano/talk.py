@@ -39,6 +39,7 @@ What it adds
   the first picture?") and items taken into another medium, about the latest item or an earlier one, which is then
   always named (`_Talk.exact`); and questions asking the model to describe what it just made, in the words of its
   medium too ("what did you draw?").
+* **Revisit** (stage 13). The recall task longer, and mostly about items other than the latest.
 * **Uploads as people make them.** World items rendered at other sizes and aspects, on white, grey or tinted
   backgrounds, off-centre, as PNG or JPEG; sounds at other sample rates, mono or stereo, pure sines or richer
   timbres, other loudness, lengths and beep rates; videos at other sizes, frame rates and lengths.
@@ -2057,18 +2058,24 @@ def _recall_ask(t: _Talk, item: dict) -> None:
           asks=W.ATTRIBUTES[m] if kind == "describe" else (kind,), about=item)
 
 
-def _recall(t: _Talk) -> None:
+def _recall(t: _Talk, exchanges: tuple[int, int] = (3, 6), latest: float = 0.4, aside: float = 0.0) -> None:
     """Three to six turns that keep coming back to earlier items: two are made or uploaded first, then edits of
     the latest or an earlier one (always named when it is not the latest: `_Talk.exact`), questions about them and
-    to the model about what it made, items taken into another medium, corrections and new items."""
+    to the model about what it made, items taken into another medium, corrections and new items. `latest` is the
+    chance that an edit or reference is about the latest item (a question's is 0.2 more); `aside`, that a turn
+    after the first two items is about something outside the world instead (general knowledge, chat, a request nano
+    cannot make), which it answers in text alone."""
     rng = t.rng
-    for k in range(int(rng.integers(3, 7))):
+    for k in range(int(rng.integers(exchanges[0], exchanges[1] + 1))):
         held = [h for h in t.held if h.get("attributes")]
         if not held or (len(held) < 2 and k < 2):
             _recall_new(t)
             continue
+        if aside and rng.uniform() < aside:
+            _pick(rng, (_knowledge_turn, _general, _outside, _small_talk))(t)
+            continue
         u = rng.uniform()
-        item = held[-1] if rng.uniform() < (0.6 if 0.4 <= u < 0.62 else 0.4) else _pick(rng, held[:-1])
+        item = held[-1] if rng.uniform() < latest + (0.2 if 0.4 <= u < 0.62 else 0) else _pick(rng, held[:-1])
         if u < 0.4:
             _edit(t, item) if rng.uniform() < 0.5 else _plain_edit(t, item)
         elif u < 0.62:
@@ -2081,6 +2088,13 @@ def _recall(t: _Talk) -> None:
             _recall_new(t)
 
 
+def _revisit(t: _Talk) -> None:
+    """The recall task, longer (four to six turns) and mostly about earlier items: three edits or references in
+    four name an item other than the latest, which is what nano most often gets wrong. A turn in four after the
+    first two items is outside the world, so that a question after a few items is not always about them."""
+    _recall(t, exchanges=(4, 6), latest=0.25, aside=0.25)
+
+
 # The follow-ups train in stage 6 only (`NanoStages`).
 FOLLOW_UPS = ("defaults", "followup", "asks", "general")
 # Plain talk trains in stage 7 alone (`NanoStages`).
@@ -2088,14 +2102,14 @@ PLAIN_TALK = {"short": lambda t: [_short(t) for _ in range(int(t.rng.integers(1,
               "refer": lambda t: _plain_talk(t, _refer_to), "edits": lambda t: _plain_talk(t, _plain_edit),
               "any_upload": _any_upload, "knowledge": _knowledge}
 TALK_TASKS = ("single", "conversation", "outside", "foreign_upload", "small_talk", *FOLLOW_UPS, *PLAIN_TALK,
-              "indirect", "broad", "recall")
+              "indirect", "broad", "recall", "revisit")
 # task -> (exchange, chance of one before, chance of one after, whether the one after starts afresh)
 _EDGES = {"outside": (_outside, 0.4, 0.5, False), "foreign_upload": (_foreign_upload, 0.3, 0.4, True),
           "defaults": (_defaults, 0.3, 0.3, False), "general": (_general, 0.4, 0.4, False)}
 
 
 def _dialogue(index: int, split: str, phrasing: str, task: str, rng, pools) -> dict:
-    t = _Talk(index, split, phrasing, rng, pools, exact=task == "recall")
+    t = _Talk(index, split, phrasing, rng, pools, exact=task in ("recall", "revisit"))
     if task == "small_talk":  # alone, before an ordinary exchange, or after one
         u = rng.uniform()
         if u < 0.35:
@@ -2117,6 +2131,8 @@ def _dialogue(index: int, split: str, phrasing: str, task: str, rng, pools) -> d
         _broad(t)
     elif task == "recall":
         _recall(t)
+    elif task == "revisit":
+        _revisit(t)
     elif task in _EDGES:  # the edge of the world, maybe after and before an ordinary exchange
         edge, before, after, fresh = _EDGES[task]
         if rng.uniform() < before:
@@ -2218,11 +2234,13 @@ DEFAULT_COUNTS = {
     "train": {"dialogues": 16000, "small_talk": 1500, "defaults": 3000, "followup": 2500, "asks": 2500,
               "general": 1500, "short": 4000, "refer": 3000, "edits": 3000,
               "any_upload": 3000, "knowledge": 2000, "indirect": 3000, "broad": 4000, "recall": 4000,
+              "revisit": 4000,
               "varied": {"image": 1500, "video": 500, "audio": 700},
               "foreign": {"image": 500, "video": 150, "audio": 250}},
     "test": {"dialogues": 1200, "small_talk": 120, "defaults": 120, "followup": 120, "asks": 120,
              "general": 120, "short": 120, "refer": 120, "edits": 120, "any_upload": 120, "knowledge": 120,
-             "indirect": 120, "broad": 120, "recall": 120, "varied": {"image": 150, "video": 60, "audio": 80},
+             "indirect": 120, "broad": 120, "recall": 120, "revisit": 120,
+             "varied": {"image": 150, "video": 60, "audio": 80},
              "foreign": {"image": 60, "video": 25, "audio": 35}},
 }
 TASK_SHARES = {"single": 0.45, "conversation": 0.35, "outside": 0.12, "foreign_upload": 0.08}
@@ -2230,7 +2248,7 @@ TASK_SHARES = {"single": 0.45, "conversation": 0.35, "outside": 0.12, "foreign_u
 # they were (stage 6 trains on the follow-ups that stages 4 and 5 leave out: `NanoStages`).
 APPENDED_TASKS = {"small_talk": 10, "defaults": 13, "followup": 14, "asks": 15, "general": 16, "short": 17,
                   "refer": 18, "edits": 19, "any_upload": 20, "knowledge": 21, "indirect": 22, "broad": 23,
-                  "recall": 24}
+                  "recall": 24, "revisit": 25}
 
 
 def generate(world_dir, seed: int = 0, counts: dict | None = None, log=print) -> dict:
