@@ -49,6 +49,10 @@ _SKIP_BROAD = "broad=0," + _SKIP_RECALL  # stages 4-10; stage 11 trains on the b
 _SKIP_INDIRECT = "indirect=0," + _SKIP_BROAD  # stages 4-9; stage 10 trains on questions asked indirectly
 _SKIP_PLAIN_TALK = ",".join(f"{task}=0" for task in talk.PLAIN_TALK) + "," + _SKIP_INDIRECT  # stages 4-6
 _SKIP_FOLLOW_UPS = ",".join(f"{task}=0" for task in talk.FOLLOW_UPS) + "," + _SKIP_PLAIN_TALK  # stages 4-5
+# What stages 12 and 13 repeat besides the recall kind: every request and question task, the edits and references
+# three times, the broad wording three times.
+_RECALL_STAGES_MIX = ("outside=2,foreign_upload=0,i2t=2,v2t=2,a2t=2,defaults=2,followup=2,short=2,refer=3,edits=3,"
+                      "any_upload=4,knowledge=2,small_talk=2,asks=2,indirect=2,conversation=2,broad=3,")
 
 
 # Each item is decoded twice and ImageBind-nano keeps the sample nearest the answer's words: on 40 test captions a
@@ -125,17 +129,13 @@ def _stages() -> dict[int, NanoStage]:
         # Stage 12 adds the recall task (edits, questions and references that come back to earlier items, always
         # named when not the latest; questions asking the model to describe what it made), a third of its
         # examples, and repeats the edits and references.
-        12: NanoStage(3, 2000, 2e-4, repeat_tasks="outside=2,foreign_upload=0,i2t=2,v2t=2,a2t=2,defaults=2,"
-                      "followup=2,short=2,refer=3,edits=3,any_upload=4,knowledge=2,small_talk=2,asks=2,indirect=2,"
-                      "conversation=2,broad=3,recall=6," + _SKIP_REVISIT),
+        12: NanoStage(3, 2000, 2e-4, repeat_tasks=_RECALL_STAGES_MIX + "recall=6," + _SKIP_REVISIT),
         # Stage 13 adds the revisit task (the recall task longer and mostly about earlier items, whose edits stage
         # 12 still got wrong four times in five, with questions outside the world between them): with recall, a
         # third of its dialogues and half of its tokens. Stage 12 saw each recall dialogue under once; this one sees
         # the recall kind twice as often. Without the outside questions, such a stage answered "what colour is
         # grass?" about the shapes (docs/nano.md).
-        13: NanoStage(3, 2000, 2e-4, repeat_tasks="outside=2,foreign_upload=0,i2t=2,v2t=2,a2t=2,defaults=2,"
-                      "followup=2,short=2,refer=3,edits=3,any_upload=4,knowledge=2,small_talk=2,asks=2,indirect=2,"
-                      "conversation=2,broad=3,recall=4,revisit=12"),
+        13: NanoStage(3, 2000, 2e-4, repeat_tasks=_RECALL_STAGES_MIX + "recall=4,revisit=12"),
     }
 
 
