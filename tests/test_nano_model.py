@@ -114,7 +114,7 @@ def test_recipe_widens_the_lora_before_stage_3_only(tmp_path, monkeypatch):
     monkeypatch.setattr(nano_model, "train", lambda cfg: trained.append(cfg))
     monkeypatch.setattr(nano_model, "_widened", lambda source, lora, out: widened.append((source, lora, out)) or str(out))
     nano_model.main(["--runs", str(tmp_path), "--no-ship"])
-    assert [c.stage for c in trained] == [1, 2, 3] + [3] * 10  # stages 4 to 13 are more instruction tuning
+    assert [c.stage for c in trained] == [1, 2, 3] + [3] * 11  # stages 4 to 14 are more instruction tuning
     assert trained[3].model == str(tmp_path / "stage3" / "model") and "talk.json" in trained[3].dialogues.split(",")
     assert trained[4].model == str(tmp_path / "stage4" / "model") and trained[4].lr < trained[3].lr
     assert trained[5].model == str(tmp_path / "stage5" / "model")
@@ -142,6 +142,9 @@ def test_recipe_widens_the_lora_before_stage_3_only(tmp_path, monkeypatch):
     # the revisit task trains in stage 13 alone, on the model stage 12 makes
     assert all("revisit=0" in c.repeat_tasks for c in trained[3:12]) and "revisit=12" in trained[12].repeat_tasks
     assert trained[12].model == str(tmp_path / "stage12" / "model")
+    # uploads late in a chat train in stage 14 alone, on the model stage 13 makes
+    assert all("late_upload=0" in c.repeat_tasks for c in trained[3:13]) and "late_upload=6" in trained[13].repeat_tasks
+    assert trained[13].model == str(tmp_path / "stage13" / "model")
     assert [c.model for c in trained[:2]] == [str(tmp_path / "init"), str(tmp_path / "stage1" / "model")]
     (source, lora, out), = widened
     assert source == str(tmp_path / "stage2" / "model") and trained[2].model == str(out)
@@ -152,8 +155,8 @@ def test_recipe_widens_the_lora_before_stage_3_only(tmp_path, monkeypatch):
     trained.clear()
     nano_model.main(["--runs", str(tmp_path), "--no-ship", "--only", "5", "--start", "assets/nano"])
     assert [(c.stage, c.model) for c in trained] == [(3, "assets/nano")]
-    with pytest.raises(SystemExit, match="1 to 13"):
-        nano_model.main(["--runs", str(tmp_path), "--only", "14"])
+    with pytest.raises(SystemExit, match="1 to 14"):
+        nano_model.main(["--runs", str(tmp_path), "--only", "15"])
 
 
 def test_a_model_started_elsewhere_ships_with_its_parts_and_relative_paths(nano, tmp_path):

@@ -405,3 +405,21 @@ def test_revisit_is_recall_longer_and_mostly_about_earlier_items(monkeypatch):
         moves
     assert np.mean(about_latest["revisit"]) < 0.33 < np.mean(about_latest["recall"]), \
         {k: np.mean(v) for k, v in about_latest.items()}
+
+
+def test_late_uploads_come_after_other_turns_and_half_are_foreign(monkeypatch):
+    """The late_upload task (stage 14) uploads an item after one to three turns of any kind: the world's, answered
+    about that item, or (about half the time) one from outside the world, which gets "not from my world"."""
+    late = []  # (turns before the upload, whether it was foreign, the answer) per dialogue
+    def noting(t, *args, _real=talk._upload_question, **kwargs):
+        before = len(t.turns)
+        foreign = _real(t, *args, **kwargs)
+        late.append((before // 2, foreign, t.turns[before + 1]))
+        return foreign
+    monkeypatch.setattr(talk, "_upload_question", noting)
+    records, _ = _task_dialogues("late_upload", 14, 150)
+    assert len(late) == 300 and {n for n, _, _ in late} == {1, 2, 3}
+    assert 0.4 < np.mean([f for _, f, _ in late]) < 0.6
+    assert all((answer["move"] == "foreign_upload") == foreign for _, foreign, answer in late)
+    moves = _moves_answering_their_item(records["in"] + records["held_out"])
+    assert min(moves.get(k, 0) for k in ("foreign_upload", "i2t", "v2t", "a2t", "outside")) >= 20, moves

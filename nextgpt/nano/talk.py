@@ -40,6 +40,8 @@ What it adds
   always named (`_Talk.exact`); and questions asking the model to describe what it just made, in the words of its
   medium too ("what did you draw?").
 * **Revisit** (stage 13). The recall task longer, and mostly about items other than the latest.
+* **Late uploads** (stage 14). An upload, the world's or one from outside it, after one to three turns of any kind,
+  as a presenter uploads what their phone made in the middle of a chat.
 * **Uploads as people make them.** World items rendered at other sizes and aspects, on white, grey or tinted
   backgrounds, off-centre, as PNG or JPEG; sounds at other sample rates, mono or stereo, pure sines or richer
   timbres, other loudness, lengths and beep rates; videos at other sizes, frame rates and lengths.
@@ -1495,18 +1497,44 @@ def _any_upload(t: _Talk) -> None:
         t.human(roughen(text + _pick(rng, ("?", "", ".")), rng))
         t.gpt("capability", "small_talk", _pick(rng, NOTHING_SAYS) + CAPABILITIES)
     else:
-        m = _pick(rng, MODALITIES)
-        kind = _pick(rng, (*W.ATTRIBUTES[m], "describe", "describe"))
-        if kind == "describe" and rng.uniform() < 0.5:
-            q = roughen(_pick(rng, LOOK_ASKS) + _pick(rng, ("?", "", ".")), rng)
+        foreign = _upload_question(t, greet)
+    if rng.uniform() < 0.4:
+        _move(t, first=foreign or not t.held)
+
+
+def _upload_question(t: _Talk, greet: str = "", foreign_share: float = 0.4) -> bool:
+    """Any question, in any trained wording, about an upload of any medium: one of the world's, or (`foreign_share`
+    of the time) one from outside it, drawn after the question. Returns whether it was foreign."""
+    rng = t.rng
+    m = _pick(rng, MODALITIES)
+    kind = _pick(rng, (*W.ATTRIBUTES[m], "describe", "describe"))
+    if kind == "describe" and rng.uniform() < 0.5:
+        q = roughen(_pick(rng, LOOK_ASKS) + _pick(rng, ("?", "", ".")), rng)
+    else:
+        q = question(_question_kind(kind, m), m, t.phrasing, rng, ANY_QUESTIONS)
+    foreign = rng.uniform() < foreign_share
+    if foreign:
+        t.human(greet + q, t.upload(m))
+        t.gpt("upload", "foreign_upload", _foreign_says(m, rng))
+    else:
+        _answer(t, t.upload(m, W.random_attributes(m, rng)), kind, greet + q, upload=True)
+    return foreign
+
+
+def _late_upload(t: _Talk) -> None:
+    """An upload after one to three turns of any kind (requests, questions, edits, small talk, things outside the
+    world), asked any question: foreign half the time, so that the upload, not what came before, tells which. Another
+    turn may follow it."""
+    rng = t.rng
+    for k in range(int(rng.integers(1, 4))):
+        u = rng.uniform()
+        if u < 0.6:
+            _move(t, first=k == 0)
+        elif u < 0.8:
+            _pick(rng, (_knowledge_turn, _general, _outside))(t)
         else:
-            q = question(_question_kind(kind, m), m, t.phrasing, rng, ANY_QUESTIONS)
-        foreign = rng.uniform() < 0.4
-        if foreign:
-            t.human(greet + q, t.upload(m))
-            t.gpt("upload", "foreign_upload", _foreign_says(m, rng))
-        else:
-            _answer(t, t.upload(m, W.random_attributes(m, rng)), kind, greet + q, upload=True)
+            _small_talk(t)
+    foreign = _upload_question(t, foreign_share=0.5)
     if rng.uniform() < 0.4:
         _move(t, first=foreign or not t.held)
 
@@ -2102,7 +2130,7 @@ PLAIN_TALK = {"short": lambda t: [_short(t) for _ in range(int(t.rng.integers(1,
               "refer": lambda t: _plain_talk(t, _refer_to), "edits": lambda t: _plain_talk(t, _plain_edit),
               "any_upload": _any_upload, "knowledge": _knowledge}
 TALK_TASKS = ("single", "conversation", "outside", "foreign_upload", "small_talk", *FOLLOW_UPS, *PLAIN_TALK,
-              "indirect", "broad", "recall", "revisit")
+              "indirect", "broad", "recall", "revisit", "late_upload")
 # task -> (exchange, chance of one before, chance of one after, whether the one after starts afresh)
 _EDGES = {"outside": (_outside, 0.4, 0.5, False), "foreign_upload": (_foreign_upload, 0.3, 0.4, True),
           "defaults": (_defaults, 0.3, 0.3, False), "general": (_general, 0.4, 0.4, False)}
@@ -2133,6 +2161,8 @@ def _dialogue(index: int, split: str, phrasing: str, task: str, rng, pools) -> d
         _recall(t)
     elif task == "revisit":
         _revisit(t)
+    elif task == "late_upload":
+        _late_upload(t)
     elif task in _EDGES:  # the edge of the world, maybe after and before an ordinary exchange
         edge, before, after, fresh = _EDGES[task]
         if rng.uniform() < before:
@@ -2234,12 +2264,12 @@ DEFAULT_COUNTS = {
     "train": {"dialogues": 16000, "small_talk": 1500, "defaults": 3000, "followup": 2500, "asks": 2500,
               "general": 1500, "short": 4000, "refer": 3000, "edits": 3000,
               "any_upload": 3000, "knowledge": 2000, "indirect": 3000, "broad": 4000, "recall": 4000,
-              "revisit": 4000,
+              "revisit": 4000, "late_upload": 4000,
               "varied": {"image": 1500, "video": 500, "audio": 700},
               "foreign": {"image": 500, "video": 150, "audio": 250}},
     "test": {"dialogues": 1200, "small_talk": 120, "defaults": 120, "followup": 120, "asks": 120,
              "general": 120, "short": 120, "refer": 120, "edits": 120, "any_upload": 120, "knowledge": 120,
-             "indirect": 120, "broad": 120, "recall": 120, "revisit": 120,
+             "indirect": 120, "broad": 120, "recall": 120, "revisit": 120, "late_upload": 120,
              "varied": {"image": 150, "video": 60, "audio": 80},
              "foreign": {"image": 60, "video": 25, "audio": 35}},
 }
@@ -2248,7 +2278,7 @@ TASK_SHARES = {"single": 0.45, "conversation": 0.35, "outside": 0.12, "foreign_u
 # they were (stage 6 trains on the follow-ups that stages 4 and 5 leave out: `NanoStages`).
 APPENDED_TASKS = {"small_talk": 10, "defaults": 13, "followup": 14, "asks": 15, "general": 16, "short": 17,
                   "refer": 18, "edits": 19, "any_upload": 20, "knowledge": 21, "indirect": 22, "broad": 23,
-                  "recall": 24, "revisit": 25}
+                  "recall": 24, "revisit": 25, "late_upload": 26}
 
 
 def generate(world_dir, seed: int = 0, counts: dict | None = None, log=print) -> dict:

@@ -2,7 +2,7 @@
 
     python -m nextgpt.nano.world data/nano-world-8k --seed 0 --dialogues 8000 --questions 12000
     python -m nextgpt.nano.talk data/nano-world-8k --seed 0
-    python -m nextgpt.train.nano_model [--parts assets/nano] [--world data/nano-world-8k] [--only 1..13]
+    python -m nextgpt.train.nano_model [--parts assets/nano] [--world data/nano-world-8k] [--only 1..14]
 
 The parts folder holds what part 1 trained (`encoder/`, `llm/`, `image_decoder/`, `video_decoder/`,
 `audio_decoder/`); this script writes the trained NExT-GPT beside them (`config.json`, `nextgpt.safetensors`,
@@ -21,7 +21,8 @@ refused "draw a blue star"), and more of the words people use for a question or 
 questions asked indirectly ("do you know which way it goes?"), about uploads and about what the model made. Stage 11
 adds the broad wording: the trained phrases taken apart and put together in new orders and combinations. Stage 12
 adds the recall task: conversations that keep coming back to earlier items by name. Stage 13 adds the revisit
-task: the same, longer, and mostly about items other than the latest.
+task: the same, longer, and mostly about items other than the latest. Stage 14 adds uploads late in a chat, after
+turns of any kind.
 
 `--start FOLDER` starts the chosen stage from a model folder instead of the previous stage's output (the shipped
 folder is the input and output of a last stage run alone); the shipped config names every part relative to the parts
@@ -43,13 +44,14 @@ from .common import folder_hash, parse_config
 from .stages import StageConfig, train, widen_lora
 
 
-_SKIP_REVISIT = "revisit=0"  # stages 4-12; stage 13 trains on the revisit task
+_SKIP_LATE_UPLOAD = "late_upload=0"  # stages 4-13; stage 14 trains on uploads late in a chat
+_SKIP_REVISIT = "revisit=0," + _SKIP_LATE_UPLOAD  # stages 4-12; stage 13 trains on the revisit task
 _SKIP_RECALL = "recall=0," + _SKIP_REVISIT  # stages 4-11; stage 12 trains on the recall task
 _SKIP_BROAD = "broad=0," + _SKIP_RECALL  # stages 4-10; stage 11 trains on the broad wording
 _SKIP_INDIRECT = "indirect=0," + _SKIP_BROAD  # stages 4-9; stage 10 trains on questions asked indirectly
 _SKIP_PLAIN_TALK = ",".join(f"{task}=0" for task in talk.PLAIN_TALK) + "," + _SKIP_INDIRECT  # stages 4-6
 _SKIP_FOLLOW_UPS = ",".join(f"{task}=0" for task in talk.FOLLOW_UPS) + "," + _SKIP_PLAIN_TALK  # stages 4-5
-# What stages 12 and 13 repeat besides the recall kind: every request and question task, the edits and references
+# What stages 12 to 14 repeat besides the recall kind: every request and question task, the edits and references
 # three times, the broad wording three times.
 _RECALL_STAGES_MIX = ("outside=2,foreign_upload=0,i2t=2,v2t=2,a2t=2,defaults=2,followup=2,short=2,refer=3,edits=3,"
                       "any_upload=4,knowledge=2,small_talk=2,asks=2,indirect=2,conversation=2,broad=3,")
@@ -135,7 +137,10 @@ def _stages() -> dict[int, NanoStage]:
         # third of its dialogues and half of its tokens. Stage 12 saw each recall dialogue under once; this one sees
         # the recall kind twice as often. Without the outside questions, such a stage answered "what colour is
         # grass?" about the shapes (docs/nano.md).
-        13: NanoStage(3, 2000, 2e-4, repeat_tasks=_RECALL_STAGES_MIX + "recall=4,revisit=12"),
+        13: NanoStage(3, 2000, 2e-4, repeat_tasks=_RECALL_STAGES_MIX + "recall=4,revisit=12," + _SKIP_LATE_UPLOAD),
+        # Stage 14 adds uploads late in a chat, the world's or from outside it, after turns of any kind: stage 13
+        # recognised a foreign upload in a fresh chat but described it as a shape after a turn or two.
+        14: NanoStage(3, 1000, 2e-4, repeat_tasks=_RECALL_STAGES_MIX + "recall=4,revisit=12,late_upload=6"),
     }
 
 
